@@ -1,0 +1,3 @@
+from labbuilder.cli import main
+
+main()

@@ -1,0 +1,92 @@
+"""Deterministic address and name allocation, shaped like the real allocators.
+
+- node IPs: in order from the node network, skipping the router and given addresses;
+- podCIDRs: kube-controller-manager `--allocate-node-cidrs` style, the next free /nodeMaskSize;
+- pod IPs: host-local style, gateway .1 then .2 upward;
+- names: pod names, netns names, container ids and veth names derived from a hash of the lab
+  and the pod, so the same spec always gives the same lab.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Iterator
+from ipaddress import IPv4Address, IPv4Network
+
+
+class Exhausted(ValueError):
+    """A range has no room left for what was asked of it."""
+
+
+def free_hosts(network: IPv4Network, taken: Iterable[IPv4Address]) -> Iterator[IPv4Address]:
+    used = set(taken)
+    return (ip for ip in network.hosts() if ip not in used)
+
+
+def allocate_hosts(network: IPv4Network, taken: Iterable[IPv4Address], count: int) -> list[IPv4Address]:
+    hosts = free_hosts(network, taken)
+    result = [ip for _, ip in zip(range(count), hosts, strict=False)]
+    if len(result) < count:
+        raise Exhausted(f"{network} has room for {len(result)} more address(es), {count} needed")
+    return result
+
+
+def allocate_subnets(
+    parent: IPv4Network, prefix: int, taken: Iterable[IPv4Network], count: int
+) -> list[IPv4Network]:
+    used = list(taken)
+    result: list[IPv4Network] = []
+    for subnet in parent.subnets(new_prefix=prefix):
+        if len(result) == count:
+            break
+        if not any(subnet.overlaps(other) for other in used):
+            result.append(subnet)
+    if len(result) < count:
+        raise Exhausted(f"{parent} has room for {len(result)} more /{prefix} subnet(s), {count} needed")
+    return result
+
+
+def pod_ips(pod_cidr: IPv4Network, count: int) -> list[IPv4Address]:
+    """host-local: the gateway holds .1; pods get .2, .3, … in order."""
+    gateway = pod_cidr.network_address + 1
+    return allocate_hosts(pod_cidr, [gateway], count)
+
+
+def _digest(*parts: str) -> bytes:
+    return hashlib.sha256("\0".join(parts).encode()).digest()
+
+
+# Kubernetes' rand.String alphabet: no vowels, no ambiguous characters.
+_K8S_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def _k8s_chars(data: bytes, length: int) -> str:
+    return "".join(_K8S_ALPHABET[b % len(_K8S_ALPHABET)] for b in data[:length])
+
+
+def pod_name(lab: str, namespace: str, workload: str, index: int) -> str:
+    """Deployment-style `<workload>-<template hash>-<5 chars>`, stable for a given lab."""
+    template_hash = _k8s_chars(_digest(lab, namespace, workload), 10)
+    suffix = _k8s_chars(_digest(lab, namespace, workload, str(index)), 5)
+    return f"{workload}-{template_hash}-{suffix}"
+
+
+def netns_name(lab: str, pod_ref: str) -> str:
+    """containerd names a pod's netns `cni-<uuid v4>`."""
+    return f"cni-{uuid.UUID(bytes=_digest(lab, 'netns', pod_ref)[:16], version=4)}"
+
+
+def container_id(lab: str, pod_ref: str) -> str:
+    """The 64-hex sandbox id the CNI plugin is called with (it names the ipMasq chain)."""
+    return _digest(lab, "sandbox", pod_ref).hex()
+
+
+def host_veth(lab: str, pod_ref: str) -> str:
+    """The bridge plugin names the node side `veth` + 8 hex characters."""
+    return "veth" + _digest(lab, "veth", pod_ref).hex()[:8]
+
+
+def ip_mac(ip: IPv4Address) -> str:
+    """The 2018 bridge plugin's MAC: 0a:58 followed by the four IP bytes (seed 004)."""
+    return "0a:58:" + ":".join(f"{b:02x}" for b in ip.packed)

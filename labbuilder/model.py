@@ -1,0 +1,166 @@
+"""The validated lab model: plain data with every address resolved.
+
+Built by `resolve.build_model` from a checked spec; read by the planner, the renderers and
+the views. Nothing here performs I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Literal
+
+Role = Literal["controller", "worker"]
+Protocol = Literal["TCP", "UDP"]
+CniMode = Literal["bridge", "ptp", "vxlan"]
+RouteMode = Literal["router", "nodes"]
+ProxyStyle = Literal["current", "2018"]
+ServiceType = Literal["ClusterIP", "NodePort"]
+
+
+@dataclass(frozen=True)
+class NodeNetwork:
+    cidr: IPv4Network
+    gateway: IPv4Address  # the router's address on the node network
+    bridge: str = "lab0"  # bridge name inside the router container
+
+    @property
+    def gateway_interface(self) -> IPv4Interface:
+        return IPv4Interface(f"{self.gateway}/{self.cidr.prefixlen}")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    pod_cidr: IPv4Network
+    node_mask_size: int
+    service_cidr: IPv4Network
+    dns_ip: IPv4Address
+    domain: str = "cluster.local"
+
+
+@dataclass(frozen=True)
+class Cni:
+    mode: CniMode = "bridge"
+    bridge: str = "cnio0"
+    ip_masq: bool = True
+    routes: RouteMode = "router"
+    mtu: int = 1500
+    network_name: str = "bridge"  # CNI network name: conf `name`, host-local state dir
+    cni_version: str = "0.3.1"
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    namespace: str
+    node: str
+    ip: IPv4Address
+    labels: dict[str, str]
+    ports: tuple[PodPort, ...]
+    netns: str  # cni-<uuid>
+    container_id: str  # 64 hex, what the CNI plugin is called with
+    host_veth: str  # veth<8 hex> on the node
+    workload: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class PodPort:
+    port: int
+    protocol: Protocol = "TCP"
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    role: Role
+    ip: IPv4Address
+    pod_cidr: IPv4Network | None
+    pods: tuple[Pod, ...] = ()
+    listen_ports: tuple[int, ...] = ()  # node-level servers (apiserver :6443 on controllers)
+
+    @property
+    def runs_pods(self) -> bool:
+        return self.pod_cidr is not None
+
+    @property
+    def pod_gateway(self) -> IPv4Address:
+        assert self.pod_cidr is not None
+        return self.pod_cidr.network_address + 1
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    ip: IPv4Address
+    port: int
+    node: str | None  # None for endpoints that are not pods (controllers' :6443 are nodes)
+    target: str  # pod or node name, for views and traces
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    port: int
+    target_port: int
+    protocol: Protocol = "TCP"
+    name: str = ""
+    node_port: int | None = None
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    namespace: str
+    type: ServiceType
+    cluster_ip: IPv4Address
+    ports: tuple[ServicePort, ...]
+    selector: dict[str, str]
+    # Endpoints per port name, in the order kube-proxy sorts them.
+    endpoints: dict[str, tuple[Endpoint, ...]] = field(default_factory=dict)
+    session_affinity: bool = False
+    affinity_timeout: int = 10800
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Check:
+    source: str
+    target: str
+    expect: Literal["reach", "no-reach"] = "reach"
+    protocol: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class Lab:
+    name: str
+    network: NodeNetwork
+    cluster: Cluster
+    cni: Cni
+    nodes: tuple[Node, ...]
+    services: tuple[Service, ...] = ()
+    checks: tuple[Check, ...] = ()
+    proxy_style: ProxyStyle = "current"
+    image: str = ""  # node image tag, filled in by the runtime when known
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    @property
+    def pods(self) -> tuple[Pod, ...]:
+        return tuple(pod for node in self.nodes for pod in node.pods)
+
+    def container_name(self, node: str) -> str:
+        return f"{self.name}-{node}"
+
+    @property
+    def router_name(self) -> str:
+        return f"{self.name}-router"

@@ -1,0 +1,158 @@
+"""pyroute2 driver: links, addresses, routes, neighbours and FDB entries inside lab namespaces.
+
+The main process never switches namespace: each netlink socket is opened inside its target
+namespace by path (`/proc/PID/ns/net` for a container, `/proc/PID/root/run/netns/NAME` for a
+pod), so nothing is ever created in the host's own namespace. Every function *ensures*: it
+tolerates "already exists", so a second `up` converges instead of failing.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from labbuilder.errors import LabError
+from labbuilder.plan import Address, Bridge, Fdb, LinkUp, Master, Neighbour, Ns, Route, Veth, Vxlan
+
+NUD_PERMANENT = 0x80
+RTNH_F_ONLINK = 4
+SCOPES = {"host": 254, "link": 253, "universe": 0}
+
+
+def ns_path(pid: int, ns: Ns) -> str:
+    if ns.netns:
+        return f"/proc/{pid}/root/run/netns/{ns.netns}"
+    return f"/proc/{pid}/ns/net"
+
+
+class Netlink:
+    """Per-thread set of netlink sockets, one per namespace, opened lazily and closed together."""
+
+    def __init__(self, pids: dict[str, int]):
+        self.pids = pids
+        self._sockets: dict[str, IPRoute] = {}
+
+    def __enter__(self) -> Netlink:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets.clear()
+
+    def path(self, ns: Ns) -> str:
+        return ns_path(self.pids[ns.container], ns)
+
+    def ipr(self, ns: Ns) -> IPRoute:
+        path = self.path(ns)
+        if path not in self._sockets:
+            if not os.path.exists(path):
+                raise LabError(f"namespace {path} does not exist", hint="is the lab's container running?")
+            self._sockets[path] = IPRoute(netns=path)
+        return self._sockets[path]
+
+    def index(self, ns: Ns, ifname: str) -> int:
+        found = self.ipr(ns).link_lookup(ifname=ifname)
+        if not found:
+            raise LabError(f"{ns.container}{'/' + ns.netns if ns.netns else ''}: no link named {ifname}")
+        return int(found[0])
+
+    # -- operations ------------------------------------------------------------------------
+    def veth(self, op: Veth) -> None:
+        peer: dict[str, Any] = {"ifname": op.peer_name, "mtu": op.mtu}
+        if op.peer_mac:
+            peer["address"] = op.peer_mac
+        extra = {"address": op.mac} if op.mac else {}
+        if self.ipr(op.ns).link_lookup(ifname=op.name):
+            return
+        fd = os.open(self.path(op.peer_ns), os.O_RDONLY)
+        try:
+            peer["net_ns_fd"] = fd
+            _tolerate(
+                errno.EEXIST,
+                lambda: self.ipr(op.ns).link(
+                    "add", ifname=op.name, kind="veth", mtu=op.mtu, peer=peer, **extra
+                ),
+            )
+        finally:
+            os.close(fd)
+
+    def bridge(self, op: Bridge) -> None:
+        extra = {"address": op.mac} if op.mac else {}
+        _tolerate(
+            errno.EEXIST,
+            lambda: self.ipr(op.ns).link("add", ifname=op.name, kind="bridge", mtu=op.mtu, **extra),
+        )
+
+    def vxlan(self, op: Vxlan) -> None:
+        extra = {"address": op.mac} if op.mac else {}
+        _tolerate(
+            errno.EEXIST,
+            lambda: self.ipr(op.ns).link(
+                "add",
+                ifname=op.name,
+                kind="vxlan",
+                vxlan_id=op.vni,
+                vxlan_local=op.local,
+                vxlan_link=self.index(op.ns, op.dev),
+                vxlan_port=op.port,
+                vxlan_learning=0,
+                mtu=op.mtu,
+                **extra,
+            ),
+        )
+
+    def master(self, op: Master) -> None:
+        self.ipr(op.ns).link("set", index=self.index(op.ns, op.ifname), master=self.index(op.ns, op.master))
+
+    def link_up(self, op: LinkUp) -> None:
+        self.ipr(op.ns).link("set", index=self.index(op.ns, op.ifname), state="up")
+
+    def address(self, op: Address) -> None:
+        ip, prefix = op.cidr.split("/")
+        _tolerate(
+            errno.EEXIST,
+            lambda: self.ipr(op.ns).addr(
+                "add", index=self.index(op.ns, op.ifname), address=ip, prefixlen=int(prefix)
+            ),
+        )
+
+    def route(self, op: Route) -> None:
+        spec: dict[str, Any] = {"dst": "0.0.0.0/0" if op.dst == "default" else op.dst}
+        if op.via:
+            spec["gateway"] = op.via
+        if op.dev:
+            spec["oif"] = self.index(op.ns, op.dev)
+        if op.scope:
+            spec["scope"] = SCOPES[op.scope]
+        if op.src:
+            spec["prefsrc"] = op.src
+        if op.onlink:
+            spec["flags"] = RTNH_F_ONLINK
+        self.ipr(op.ns).route("replace", **spec)
+
+    def neighbour(self, op: Neighbour) -> None:
+        self.ipr(op.ns).neigh(
+            "replace", dst=op.ip, lladdr=op.mac, ifindex=self.index(op.ns, op.dev), state=NUD_PERMANENT
+        )
+
+    def fdb(self, op: Fdb) -> None:
+        _tolerate(
+            errno.EEXIST,
+            lambda: self.ipr(op.ns).fdb(
+                "append", ifindex=self.index(op.ns, op.dev), lladdr=op.mac, dst=op.dst, state=NUD_PERMANENT
+            ),
+        )
+
+
+def _tolerate(code: int, action: Callable[[], object]) -> None:
+    try:
+        action()
+    except NetlinkError as err:
+        if err.code != code:
+            raise
