@@ -13,7 +13,8 @@ from rich.console import Console
 from labbuilder import __version__
 from labbuilder.errors import LabError, SpecError
 
-console = Console()
+# Wide enough that addresses and names never get cut when output is piped or captured.
+console = Console(width=None if sys.stdout.isatty() else 200)
 errors = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,10 +28,10 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except SpecError as err:
             for problem in err.problems:
-                errors.print(str(problem), markup=False, highlight=False)
+                click.echo(str(problem), err=True)
             sys.exit(1)
         except LabError as err:
-            errors.print(f"error: {err}", markup=False, highlight=False)
+            click.echo(f"error: {err}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             errors.print("interrupted")
@@ -80,7 +81,7 @@ def validate(lab_file: str) -> None:
 
     spec, resolved = resolve_file(lab_file)
     for warning in resolved.warnings:
-        errors.print(str(warning), markup=False, highlight=False)
+        click.echo(str(warning), err=True)
     console.print("ok")
 
 

@@ -21,6 +21,7 @@ from labbuilder.plan import Address, Bridge, Fdb, LinkUp, Master, Neighbour, Ns,
 
 NUD_PERMANENT = 0x80
 RTNH_F_ONLINK = 4
+RTPROT_BOOT = 3  # what `ip route add` sets: shown as no proto at all, as in the seeds
 SCOPES = {"host": 254, "link": 253, "universe": 0}
 
 
@@ -123,7 +124,7 @@ class Netlink:
         )
 
     def route(self, op: Route) -> None:
-        spec: dict[str, Any] = {"dst": "0.0.0.0/0" if op.dst == "default" else op.dst}
+        spec: dict[str, Any] = {"dst": "0.0.0.0/0" if op.dst == "default" else op.dst, "proto": RTPROT_BOOT}
         if op.via:
             spec["gateway"] = op.via
         if op.dev:

@@ -50,7 +50,7 @@ class Veth:
     mtu: int = 1500
 
     def describe(self) -> str:
-        where = f" netns {self.peer_ns.netns}" if self.peer_ns.netns else f" netns <{self.peer_ns.container}>"
+        where = f" netns {self.peer_ns.netns}" if self.peer_ns.netns else f" netns <pid of {self.peer_ns.container}>"
         mac = f" address {self.mac}" if self.mac else ""
         peer_mac = f" address {self.peer_mac}" if self.peer_mac else ""
         return (

@@ -48,7 +48,7 @@ def print_plan(console: Console, plan: Plan) -> None:
         container = plan.lab.router_name if key == "router" else plan.lab.container_name(key)
         console.rule(f"{container} ({len(ops)} operations)")
         for op in ops:
-            console.print(op.describe(), markup=False, highlight=False)
+            console.print(op.describe(), markup=False, highlight=False, soft_wrap=True)
 
 
 def status_table(labs: dict[str, list[ContainerStatus]]) -> Table:

@@ -2,7 +2,16 @@ from __future__ import annotations
 
 import pytest
 
-from labbuilder.netfilter import BUILTIN_CHAINS, Table, comment, merge, normalise, parse_save, quote, render_restore
+from labbuilder.netfilter import (
+    BUILTIN_CHAINS,
+    Table,
+    comment,
+    merge,
+    normalise,
+    parse_save,
+    quote,
+    render_restore,
+)
 
 
 def test_table_declares_once_and_keeps_order() -> None:

@@ -1,0 +1,140 @@
+"""Semantic validation and address resolution: what the schema cannot say."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+
+from labbuilder.errors import SpecError
+from labbuilder.resolve import build_model
+from labbuilder.spec import load, load_text
+
+
+def resolve(text: str):
+    return build_model(load_text(text, "lab.yaml"))
+
+
+def errors_of(text: str) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        resolve(text)
+    return [str(p) for p in info.value.problems if not p.warning]
+
+
+def test_kthw_addressing_matches_the_hard_way():
+    lab = build_model(load("kthw")).lab
+    assert lab.network.gateway == IPv4Address("10.240.0.1")
+    workers = [n for n in lab.nodes if n.role == "worker"]
+    assert [(n.name, str(n.ip), str(n.pod_cidr)) for n in workers] == [
+        ("worker-0", "10.240.0.20", "10.200.0.0/24"),
+        ("worker-1", "10.240.0.21", "10.200.1.0/24"),
+        ("worker-2", "10.240.0.22", "10.200.2.0/24"),
+    ]
+    assert all(not n.runs_pods for n in lab.nodes if n.role == "controller")
+    for worker in workers:
+        assert len(worker.pods) >= 2
+        assert [p.ip for p in worker.pods] == [worker.pod_gateway + 1 + i for i in range(len(worker.pods))]
+    kubernetes = lab.services[0]
+    assert (kubernetes.ref, str(kubernetes.cluster_ip)) == ("default/kubernetes", "10.32.0.1")
+    assert [f"{e.ip}:{e.port}" for e in kubernetes.endpoints["https"]] == [
+        "10.240.0.10:6443", "10.240.0.11:6443", "10.240.0.12:6443"]
+
+
+def test_missing_addresses_are_allocated_in_order_after_the_router():
+    lab = resolve("name: t\nnodes: [{name: a}, {name: b, ip: 10.240.0.3}, {name: c}]\n").lab
+    assert [str(n.ip) for n in lab.nodes] == ["10.240.0.2", "10.240.0.3", "10.240.0.4"]
+    assert [str(n.pod_cidr) for n in lab.nodes] == ["10.200.0.0/24", "10.200.1.0/24", "10.200.2.0/24"]
+
+
+def test_given_pod_cidrs_are_skipped_by_allocation():
+    lab = resolve("name: t\nnodes: [{name: a}, {name: b, podCIDR: 10.200.0.0/24}]\n").lab
+    assert [str(n.pod_cidr) for n in lab.nodes] == ["10.200.1.0/24", "10.200.0.0/24"]
+
+
+def test_overlapping_ranges_are_located_errors():
+    text = "name: t\ncluster: {serviceCIDR: 10.200.5.0/24, dnsIP: 10.200.5.10}\nnodes: [{name: a}]\n"
+    assert errors_of(text) == [
+        "lab.yaml:2:11: 10.200.5.0/24 overlaps 10.200.0.0/16 (cluster.podCIDR) "
+        "(node, pod and service ranges must be disjoint)"]
+
+
+def test_host_bits_get_a_did_you_mean_hint():
+    assert errors_of("name: t\nnetwork: {cidr: 10.240.0.5/24}\nnodes: [{name: a}]\n") == [
+        "lab.yaml:2:11: 10.240.0.5/24 has host bits set (did you mean 10.240.0.0/24?)"]
+
+
+def test_pod_cidr_outside_cluster_and_shared_pod_cidrs():
+    text = ("name: t\nnodes:\n  - {name: a, podCIDR: 10.100.0.0/24}\n"
+            "  - {name: b, podCIDR: 10.200.0.0/24}\n  - {name: c, podCIDR: 10.200.0.0/25}\n")
+    errors = errors_of(text)
+    assert errors[0].startswith("lab.yaml:3:15: podCIDR 10.100.0.0/24 is outside the cluster podCIDR")
+    assert errors[1] == ("lab.yaml:5:15: podCIDR 10.200.0.0/25 overlaps 10.200.0.0/24 of b "
+                         "(each node needs its own podCIDR)")
+
+
+def test_duplicate_names_and_addresses():
+    text = "name: t\nnodes:\n  - {name: a, ip: 10.240.0.9}\n  - {name: a, ip: 10.240.0.9}\n"
+    errors = errors_of(text)
+    assert "lab.yaml:4:6: node name 'a' is used 2 times (node names must be unique)" in errors
+    assert ("lab.yaml:4:15: 10.240.0.9 is already the address of a (node addresses must be unique)"
+            in errors)
+
+
+def test_node_on_the_router_address_or_outside_the_network():
+    errors = errors_of("name: t\nnodes: [{name: a, ip: 10.240.0.1}, {name: b, ip: 10.9.0.1}]\n")
+    assert errors == [
+        "lab.yaml:2:19: 10.240.0.1 is the router's address (the router holds 10.240.0.1)",
+        "lab.yaml:2:46: 10.9.0.1 is not a host address of the node network 10.240.0.0/24",
+    ]
+
+
+def test_pod_range_too_small_for_its_pods():
+    text = "name: t\nnodes: [{name: a, podCIDR: 10.200.0.0/29}]\nworkloads: [{name: web, replicas: 6}]\n"
+    [error] = errors_of(text)
+    assert error.startswith("lab.yaml:2:9: node a: podCIDR 10.200.0.0/29 has room for 5 more address(es), 6 needed")
+
+
+def test_node_network_exhaustion():
+    text = "name: t\nnetwork: {cidr: 10.240.0.0/29}\nnodes: [" + ", ".join(
+        f"{{name: n{i}}}" for i in range(7)) + "]\n"
+    [error] = errors_of(text)
+    assert "node network: 10.240.0.0/29 has room for 5 more address(es), 7 needed" in error
+
+
+def test_service_validation_and_selector_warning():
+    text = """name: t
+nodes: [{name: a}]
+workloads: [{name: web, replicas: 2, labels: {app: web}, port: 80}]
+services:
+  - {name: web, clusterIP: 10.99.0.1, selector: {app: web}, ports: [{port: 80}]}
+  - {name: ghost, selector: {app: nobody}, ports: [{port: 80, nodePort: 31000}]}
+"""
+    errors = errors_of(text)
+    assert errors[0].startswith("lab.yaml:5:17: clusterIP 10.99.0.1 is outside serviceCIDR 10.32.0.0/24")
+    assert errors[1] == "lab.yaml:6:63: nodePort given on a ClusterIP service (set type: NodePort)"
+    fixed = text.replace("clusterIP: 10.99.0.1", "clusterIP: 10.32.0.50").replace("ports: [{port: 80, node",
+                                                                                    "type: NodePort, ports: [{port: 80, node")
+    resolved = resolve(fixed)
+    assert [str(w) for w in resolved.warnings] == [
+        "lab.yaml:6:19: warning: selector {'app': 'nobody'} matches no pod "
+        "(the service will have no endpoints and will reject connections)"]
+    web = resolved.lab.services[1]
+    assert str(web.cluster_ip) == "10.32.0.50"
+    assert [str(e.ip) for e in web.endpoints["80"]] == ["10.200.0.2", "10.200.0.3"]
+    assert str(resolved.lab.services[2].cluster_ip) == "10.32.0.2"  # .1 is kubernetes
+
+
+def test_the_same_spec_resolves_to_the_same_lab():
+    assert build_model(load("kthw")).lab == build_model(load("kthw")).lab
+
+
+def test_workload_pods_spread_in_node_order_and_named_like_deployments():
+    lab = resolve("name: t\nnodes: [{name: a}, {name: b}]\nworkloads: [{name: web, replicas: 3}]\n").lab
+    pods = lab.pods
+    assert [p.node for p in pods] == ["a", "a", "b"]
+    template = {p.name.rsplit("-", 1)[0] for p in pods}
+    assert len(template) == 1 and template.pop().startswith("web-")
+    assert all(len(p.name.split("-")[1]) == 10 and len(p.name.split("-")[2]) == 5 for p in pods)
+    assert len({p.netns for p in pods}) == 3 and all(p.netns.startswith("cni-") for p in pods)
+    assert all(p.host_veth.startswith("veth") and len(p.host_veth) == 12 for p in pods)
+    assert IPv4Network("10.200.0.0/24") == lab.nodes[0].pod_cidr
