@@ -18,7 +18,6 @@ from labbuilder.model import Cluster, Cni, Endpoint, Lab, Node, NodeNetwork, Pro
 from labbuilder.netfilter import Table, normalise, parse_save, render_restore
 
 IMAGE = "labbuilder/node:probe"
-pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
