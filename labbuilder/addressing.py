@@ -32,9 +32,7 @@ def allocate_hosts(network: IPv4Network, taken: Iterable[IPv4Address], count: in
     return result
 
 
-def allocate_subnets(
-    parent: IPv4Network, prefix: int, taken: Iterable[IPv4Network], count: int
-) -> list[IPv4Network]:
+def allocate_subnets(parent: IPv4Network, prefix: int, taken: Iterable[IPv4Network], count: int) -> list[IPv4Network]:
     used = list(taken)
     result: list[IPv4Network] = []
     for subnet in parent.subnets(new_prefix=prefix):

@@ -19,8 +19,8 @@ from docker.models.containers import Container
 from labbuilder.errors import LabError
 from labbuilder.netlink import Netlink
 from labbuilder.plan import (
-    Address,
     AddNetns,
+    Address,
     Bridge,
     Fdb,
     Iptables,

@@ -79,7 +79,7 @@ def validate(lab_file: str) -> None:
     """
     from labbuilder.lab import resolve_file
 
-    spec, resolved = resolve_file(lab_file)
+    _, resolved = resolve_file(lab_file)
     for warning in resolved.warnings:
         click.echo(str(warning), err=True)
     console.print("ok")

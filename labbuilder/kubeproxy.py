@@ -137,9 +137,7 @@ def _service_port(
     endpoints = svc.endpoints.get(port.name or str(port.port), ())
     # iptables-save order: addresses and -p first (they live in the ipt_entry), then the matches
     # in the order written, each match's own options after it.
-    cluster_ip = (
-        f"-d {svc.cluster_ip}/32 -p {proto} {comment(f'{spn} cluster IP')} -m {proto} --dport {port.port}"
-    )
+    cluster_ip = f"-d {svc.cluster_ip}/32 -p {proto} {comment(f'{spn} cluster IP')} -m {proto} --dport {port.port}"
 
     if not endpoints:
         reject = f"-d {svc.cluster_ip}/32 -p {proto} {comment(f'{spn} has no endpoints')} -m {proto}"

@@ -96,9 +96,7 @@ def _spec_text(spec: Spec) -> str:
     return yaml.safe_dump(spec.data, sort_keys=False)
 
 
-def _containers(
-    runtime: DockerRuntime, plan: Plan, tag: str, digest: str, progress: Progress
-) -> dict[str, Container]:
+def _containers(runtime: DockerRuntime, plan: Plan, tag: str, digest: str, progress: Progress) -> dict[str, Container]:
     found = {c.labels.get(LABEL_NODE): c for c in runtime.lab_containers(plan.lab.name)}
     missing = [c for c in plan.containers if c.key not in found]
     if missing:

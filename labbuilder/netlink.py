@@ -76,9 +76,7 @@ class Netlink:
             peer["net_ns_fd"] = fd
             _tolerate(
                 errno.EEXIST,
-                lambda: self.ipr(op.ns).link(
-                    "add", ifname=op.name, kind="veth", mtu=op.mtu, peer=peer, **extra
-                ),
+                lambda: self.ipr(op.ns).link("add", ifname=op.name, kind="veth", mtu=op.mtu, peer=peer, **extra),
             )
         finally:
             os.close(fd)
@@ -118,9 +116,7 @@ class Netlink:
         ip, prefix = op.cidr.split("/")
         _tolerate(
             errno.EEXIST,
-            lambda: self.ipr(op.ns).addr(
-                "add", index=self.index(op.ns, op.ifname), address=ip, prefixlen=int(prefix)
-            ),
+            lambda: self.ipr(op.ns).addr("add", index=self.index(op.ns, op.ifname), address=ip, prefixlen=int(prefix)),
         )
 
     def route(self, op: Route) -> None:

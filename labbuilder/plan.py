@@ -249,8 +249,7 @@ def compile_plan(lab: Lab) -> Plan:
 
     router = ContainerSpec(ROUTER, lab.router_name, "router", "router", dict(_NODE_SYSCTLS))
     nodes = tuple(
-        ContainerSpec(n.name, lab.container_name(n.name), n.name, n.role, dict(_NODE_SYSCTLS))
-        for n in lab.nodes
+        ContainerSpec(n.name, lab.container_name(n.name), n.name, n.role, dict(_NODE_SYSCTLS)) for n in lab.nodes
     )
     steps: dict[str, tuple[Op, ...]] = {ROUTER: tuple(router_steps(lab))}
     for node in lab.nodes:

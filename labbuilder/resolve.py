@@ -148,13 +148,9 @@ class _Resolver:
                         "node, pod and service ranges must be disjoint",
                     )
 
-    def node_network(
-        self, cidr: IPv4Network, cfg: dict[str, Any], cni_cfg: dict[str, Any]
-    ) -> NodeNetwork | None:
+    def node_network(self, cidr: IPv4Network, cfg: dict[str, Any], cni_cfg: dict[str, Any]) -> NodeNetwork | None:
         if cidr.num_addresses < 4:
-            self.error(
-                ("network", "cidr"), f"{cidr} is too small for a router and nodes", "use a /29 or larger"
-            )
+            self.error(("network", "cidr"), f"{cidr} is too small for a router and nodes", "use a /29 or larger")
             return None
         gateway = next(cidr.hosts())
         if "gateway" in cfg:
@@ -223,9 +219,7 @@ class _Resolver:
         given.update(zip(missing, free, strict=True))
         return [given[i] for i in range(len(specs))]
 
-    def node_pod_cidrs(
-        self, cluster: Cluster, specs: list[dict[str, Any]]
-    ) -> list[IPv4Network | None] | None:
+    def node_pod_cidrs(self, cluster: Cluster, specs: list[dict[str, Any]]) -> list[IPv4Network | None] | None:
         result: list[IPv4Network | None] = [None] * len(specs)
         for i, n in enumerate(specs):
             if "podCIDR" not in n:
@@ -251,9 +245,7 @@ class _Resolver:
                 self.error(path, f"podCIDR {cidr} has no room for pods", "use a /30 or larger, usually a /24")
             result[i] = cidr
         # Workers without a podCIDR get the next free one, like --allocate-node-cidrs.
-        wanting = [
-            i for i, n in enumerate(specs) if "podCIDR" not in n and n.get("role", "worker") == "worker"
-        ]
+        wanting = [i for i, n in enumerate(specs) if "podCIDR" not in n and n.get("role", "worker") == "worker"]
         taken = [c for c in result if c is not None]
         try:
             free = addressing.allocate_subnets(cluster.pod_cidr, cluster.node_mask_size, taken, len(wanting))
@@ -273,9 +265,7 @@ class _Resolver:
         lab = self.data["name"]
         by_name = {n.name: n for n in nodes}
         pod_nodes = [n.name for n in nodes if n.runs_pods]
-        placed: dict[str, list[tuple[str, str, dict[str, str], tuple[PodPort, ...], str]]] = {
-            n.name: [] for n in nodes
-        }
+        placed: dict[str, list[tuple[str, str, dict[str, str], tuple[PodPort, ...], str]]] = {n.name: [] for n in nodes}
         for w_index, w in enumerate(self.data.get("workloads", [])):
             path: Path_ = ("workloads", w_index)
             targets = w.get("nodes", pod_nodes)
@@ -312,9 +302,7 @@ class _Resolver:
                 placed[targets[index % len(targets)]].append((name, namespace, labels, ports, w["name"]))
         return [self.with_pods(node, placed[node.name]) for node in nodes]
 
-    def with_pods(
-        self, node: Node, pods: list[tuple[str, str, dict[str, str], tuple[PodPort, ...], str]]
-    ) -> Node:
+    def with_pods(self, node: Node, pods: list[tuple[str, str, dict[str, str], tuple[PodPort, ...], str]]) -> Node:
         if not pods:
             return node
         assert node.pod_cidr is not None
@@ -322,9 +310,7 @@ class _Resolver:
         try:
             ips = addressing.pod_ips(node.pod_cidr, len(pods))
         except addressing.Exhausted as err:
-            self.error(
-                ("nodes", index), f"node {node.name}: podCIDR {err}", "use a larger podCIDR or fewer replicas"
-            )
+            self.error(("nodes", index), f"node {node.name}: podCIDR {err}", "use a larger podCIDR or fewer replicas")
             return node
         lab = self.data["name"]
         built = []
@@ -367,9 +353,7 @@ class _Resolver:
                     "pick an address inside the service range, or leave clusterIP out",
                 )
             elif ip in taken:
-                self.error(
-                    path, f"clusterIP {ip} is already taken by {taken[ip]}", "clusterIPs must be unique"
-                )
+                self.error(path, f"clusterIP {ip} is already taken by {taken[ip]}", "clusterIPs must be unique")
             taken[ip] = ref
             given[i] = ip
         free = addressing.free_hosts(cluster.service_cidr, [*taken, cluster.dns_ip])
@@ -445,8 +429,7 @@ class _Resolver:
             )
         endpoints = {
             (p.name or str(p.port)): tuple(
-                Endpoint(pod.ip, p.target_port, pod.node, pod.name)
-                for pod in sorted(matching, key=lambda pod: pod.ip)
+                Endpoint(pod.ip, p.target_port, pod.node, pod.name) for pod in sorted(matching, key=lambda pod: pod.ip)
             )
             for p in ports
         }

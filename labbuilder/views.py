@@ -16,9 +16,7 @@ def addressing_tables(lab: Lab) -> list[Table]:
         nodes.add_column(column)
     nodes.add_row("router", "router", lab.router_name, str(lab.network.gateway), "-", "-")
     for n in lab.nodes:
-        nodes.add_row(
-            n.name, n.role, lab.container_name(n.name), str(n.ip), str(n.pod_cidr or "-"), str(len(n.pods))
-        )
+        nodes.add_row(n.name, n.role, lab.container_name(n.name), str(n.ip), str(n.pod_cidr or "-"), str(len(n.pods)))
     pods = Table(title="pods", title_justify="left")
     for column in ("NAMESPACE", "NAME", "NODE", "IP", "NETNS", "VETH"):
         pods.add_column(column)
@@ -30,13 +28,9 @@ def addressing_tables(lab: Lab) -> list[Table]:
         for column in ("NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "ENDPOINTS"):
             services.add_column(column)
         for s in lab.services:
-            ports = ",".join(
-                f"{p.port}{':' + str(p.node_port) if p.node_port else ''}/{p.protocol}" for p in s.ports
-            )
+            ports = ",".join(f"{p.port}{':' + str(p.node_port) if p.node_port else ''}/{p.protocol}" for p in s.ports)
             endpoints = sorted({f"{e.ip}:{e.port}" for eps in s.endpoints.values() for e in eps})
-            services.add_row(
-                s.namespace, s.name, s.type, str(s.cluster_ip), ports, ", ".join(endpoints) or "<none>"
-            )
+            services.add_row(s.namespace, s.name, s.type, str(s.cluster_ip), ports, ", ".join(endpoints) or "<none>")
         tables.append(services)
     return tables
 

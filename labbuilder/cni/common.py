@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from labbuilder.model import Lab, Node, Pod
-from labbuilder.plan import Address, AddNetns, LinkUp, Ns, Op, Route, Veth, WriteFile
+from labbuilder.plan import AddNetns, Address, LinkUp, Ns, Op, Route, Veth, WriteFile
 
 
 def pod_link(lab: Lab, pod: Pod, mac: str | None = None, mtu: int | None = None) -> list[Op]:

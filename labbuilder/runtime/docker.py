@@ -6,6 +6,7 @@ Every container labbuilder creates carries `labbuilder.lab=<lab>`; that label is
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tarfile
 import time
@@ -97,9 +98,7 @@ class DockerRuntime:
         """exec and fail loudly: an unexpected failure inside a node is a bug worth seeing."""
         result = self.exec(container, argv)
         if result.code != 0:
-            raise LabError(
-                f"{container.name}: `{' '.join(argv)}` failed ({result.code}): {result.output.strip()}"
-            )
+            raise LabError(f"{container.name}: `{' '.join(argv)}` failed ({result.code}): {result.output.strip()}")
         return result.output
 
     def put_file(self, container: Container, path: str, content: str, mode: int = 0o644) -> None:
@@ -119,9 +118,7 @@ class DockerRuntime:
         """Remove every container labelled with this lab, and only those."""
         removed = []
         for container in self.lab_containers(lab):
-            try:
+            with contextlib.suppress(docker.errors.NotFound):  # already gone: another down raced us
                 container.remove(force=True)
-            except docker.errors.NotFound:
-                pass  # already gone: another down, or the engine's own cleanup
             removed.append(container.name)
         return sorted(removed)

@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 LABBUILDER = [sys.executable, "-m", "labbuilder"]
 
 
-def sh(*argv: str, check: bool = True, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess[str]:
+def sh(
+    *argv: str, check: bool = True, timeout: float = 120, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -49,7 +51,9 @@ def host_state() -> dict[str, str]:
         saved = sh("iptables-save", "-t", table, check=False).stdout
         state[f"iptables-{table}"] = "\n".join(
             line.split(" [")[0] if line.startswith(":") else line
-            for line in saved.splitlines() if not line.startswith("#"))
+            for line in saved.splitlines()
+            if not line.startswith("#")
+        )
     return state
 
 
@@ -91,8 +95,7 @@ def dump(lab: str) -> str:
     """Normalised state of every container and pod of a lab: links, addresses, routes, netns, iptables."""
     parts = []
     for name in lab_containers(lab):
-        namespaces = [[]] + [["ip", "netns", "exec", n.split()[0]]
-                             for n in dexec(name, "ip", "netns").splitlines()]
+        namespaces = [[]] + [["ip", "netns", "exec", n.split()[0]] for n in dexec(name, "ip", "netns").splitlines()]
         for prefix in namespaces:
             for argv in (["ip", "-d", "link"], ["ip", "addr"], ["ip", "route"], ["iptables-save"]):
                 out = dexec(name, *prefix, *argv)

@@ -8,7 +8,6 @@ import time
 from collections.abc import Iterator
 
 import docker
-import docker.errors
 import pytest
 from docker.models.containers import Container
 
@@ -25,12 +24,7 @@ LAB_LABEL = {"labbuilder.lab": "image-test"}
 
 @pytest.fixture(scope="module")
 def client() -> docker.DockerClient:
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as e:
-        pytest.skip(f"no Docker engine: {e} (scripts/ensure-docker.sh starts one)")
-    return client
+    return docker.from_env()  # conftest fails the session early when there is no engine
 
 
 @pytest.fixture(scope="module")

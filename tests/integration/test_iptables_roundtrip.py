@@ -104,17 +104,13 @@ def lab(style: ProxyStyle) -> Lab:
             {},
             {"80": three},
         ),
-        Service(
-            "empty", "default", "ClusterIP", IPv4Address("10.32.0.99"), (ServicePort(81, 81, "UDP", "x"),), {}
-        ),
+        Service("empty", "default", "ClusterIP", IPv4Address("10.32.0.99"), (ServicePort(81, 81, "UDP", "x"),), {}),
     )
     worker = Node("worker-0", "worker", IPv4Address("10.240.0.20"), IPv4Network("10.200.0.0/24"))
     return Lab(
         name="kp",
         network=NodeNetwork(IPv4Network("10.240.0.0/24"), IPv4Address("10.240.0.1")),
-        cluster=Cluster(
-            IPv4Network("10.200.0.0/16"), 24, IPv4Network("10.32.0.0/24"), IPv4Address("10.32.0.10")
-        ),
+        cluster=Cluster(IPv4Network("10.200.0.0/16"), 24, IPv4Network("10.32.0.0/24"), IPv4Address("10.32.0.10")),
         cni=Cni(),
         nodes=(worker,),
         services=services,

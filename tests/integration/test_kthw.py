@@ -144,8 +144,12 @@ def test_a_different_spec_under_a_running_name_is_refused(kthw):
 
 def test_a_broken_spec_gets_a_located_error_and_creates_nothing(tmp_path):
     bad = tmp_path / "broken.yaml"
-    bad.write_text((ROOT / "labs/kthw.yaml").read_text().replace("name: kthw", "name: broken")
-                   .replace("podCIDR: 10.200.2.0/24", "podCIDR: 10.200.1.0/24"))
+    bad.write_text(
+        (ROOT / "labs/kthw.yaml")
+        .read_text()
+        .replace("name: kthw", "name: broken")
+        .replace("podCIDR: 10.200.2.0/24", "podCIDR: 10.200.1.0/24")
+    )
     result = labbuilder("up", str(bad), check=False)
     assert result.returncode == 1
     assert re.search(rf"{bad}:\d+:\d+: podCIDR 10.200.1.0/24 overlaps 10.200.1.0/24 of worker-1", result.stderr)
@@ -154,8 +158,11 @@ def test_a_broken_spec_gets_a_located_error_and_creates_nothing(tmp_path):
 
 
 def test_down_after_an_interrupted_up_removes_everything(host_before):
-    proc = subprocess.Popen([*LABBUILDER, "up", str(ROOT / "labs/kthw.yaml"), "--name", "crashy", "-q"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*LABBUILDER, "up", str(ROOT / "labs/kthw.yaml"), "--name", "crashy", "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while len(lab_containers("crashy")) < 3 and time.monotonic() < deadline:
         time.sleep(0.2)

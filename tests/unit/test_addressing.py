@@ -13,8 +13,9 @@ from labbuilder.errors import SpecError
 from labbuilder.resolve import build_model
 from labbuilder.spec import load_text
 
-networks = st.builds(lambda addr, prefix: IPv4Network((addr, prefix), strict=False),
-                     st.integers(0, 2**32 - 1), st.integers(8, 28))
+networks = st.builds(
+    lambda addr, prefix: IPv4Network((addr, prefix), strict=False), st.integers(0, 2**32 - 1), st.integers(8, 28)
+)
 
 
 @given(networks, st.integers(16, 30), st.integers(0, 40), st.data())
@@ -30,7 +31,7 @@ def test_subnets_are_inside_the_parent_disjoint_and_skip_taken(parent, prefix, c
     assert len(got) == count
     assert all(s.subnet_of(parent) for s in got)
     everything = got + taken
-    assert all(not a.overlaps(b) for i, a in enumerate(everything) for b in everything[i + 1:])
+    assert all(not a.overlaps(b) for i, a in enumerate(everything) for b in everything[i + 1 :])
     assert got == sorted(got)
     assert got == addressing.allocate_subnets(parent, prefix, taken, count)
 
@@ -47,8 +48,9 @@ def test_pod_ips_start_after_the_gateway_and_stay_inside(pod_cidr, count):
     assert all(ip in pod_cidr and ip != pod_cidr.broadcast_address for ip in ips)
 
 
-@given(st.lists(st.sampled_from(["a", "b", "c", "d", "e", "f"]), min_size=1, max_size=6, unique=True),
-       st.integers(0, 12))
+@given(
+    st.lists(st.sampled_from(["a", "b", "c", "d", "e", "f"]), min_size=1, max_size=6, unique=True), st.integers(0, 12)
+)
 def test_resolved_labs_never_overlap_and_are_deterministic(names, replicas):
     text = "name: prop\nnodes: [" + ", ".join(f"{{name: {n}}}" for n in names) + "]\n"
     text += f"workloads: [{{name: web, replicas: {replicas}, port: 80}}]\n"
@@ -59,7 +61,7 @@ def test_resolved_labs_never_overlap_and_are_deterministic(names, replicas):
     ips = [n.ip for n in lab.nodes] + [lab.network.gateway]
     assert len(set(ips)) == len(ips)
     cidrs = [n.pod_cidr for n in lab.nodes if n.pod_cidr]
-    assert all(not a.overlaps(b) for i, a in enumerate(cidrs) for b in cidrs[i + 1:])
+    assert all(not a.overlaps(b) for i, a in enumerate(cidrs) for b in cidrs[i + 1 :])
     pod_ips = [p.ip for p in lab.pods]
     assert len(set(pod_ips)) == len(pod_ips) == replicas
     assert all(p.ip in lab.node(p.node).pod_cidr for p in lab.pods)  # type: ignore[operator]

@@ -34,9 +34,7 @@ def lab(style: ProxyStyle, *services: Service) -> Lab:
     return Lab(
         name="t",
         network=NodeNetwork(IPv4Network("10.240.0.0/24"), IPv4Address("10.240.0.1")),
-        cluster=Cluster(
-            IPv4Network("10.200.0.0/16"), 24, IPv4Network("10.32.0.0/24"), IPv4Address("10.32.0.10")
-        ),
+        cluster=Cluster(IPv4Network("10.200.0.0/16"), 24, IPv4Network("10.32.0.0/24"), IPv4Address("10.32.0.10")),
         cni=Cni(),
         nodes=(NODE,),
         services=services,
@@ -48,9 +46,7 @@ def ep(ip: str, port: int) -> Endpoint:
     return Endpoint(IPv4Address(ip), port, None, ip)
 
 
-def service(
-    name: str, ns: str, ip: str, *ports: ServicePort, eps: dict | None = None, **kw: object
-) -> Service:
+def service(name: str, ns: str, ip: str, *ports: ServicePort, eps: dict | None = None, **kw: object) -> Service:
     svc_type = "NodePort" if any(p.node_port for p in ports) else "ClusterIP"
     return Service(name, ns, svc_type, IPv4Address(ip), ports, {}, eps or {}, **kw)  # type: ignore[arg-type]
 
@@ -121,9 +117,7 @@ def test_hash_computed_independently() -> None:
 
     assert svc_chain("shop/cart:grpc", "UDP") == "KUBE-SVC-" + b32("shop/cart:grpcudp")
     assert ext_chain("shop/cart:grpc", "udp") == "KUBE-EXT-" + b32("shop/cart:grpcudp")
-    assert sep_chain("shop/cart:grpc", "udp", "10.1.2.3:9000") == "KUBE-SEP-" + b32(
-        "shop/cart:grpcudp10.1.2.3:9000"
-    )
+    assert sep_chain("shop/cart:grpc", "udp", "10.1.2.3:9000") == "KUBE-SEP-" + b32("shop/cart:grpcudp10.1.2.3:9000")
 
 
 def test_service_port_name() -> None:
@@ -178,9 +172,7 @@ def test_current_common_chains() -> None:
     portals = '-m comment --comment "kubernetes service portals" -j KUBE-SERVICES'
     assert nat.chains["PREROUTING"] == [portals]
     assert nat.chains["OUTPUT"] == [portals]
-    assert nat.chains["POSTROUTING"] == [
-        '-m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING'
-    ]
+    assert nat.chains["POSTROUTING"] == ['-m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING']
     assert nat.chains["KUBE-MARK-MASQ"] == ["-j MARK --set-xmark 0x4000/0x4000"]
     assert nat.chains["KUBE-POSTROUTING"] == [
         "-m mark ! --mark 0x4000/0x4000 -j RETURN",
@@ -204,9 +196,7 @@ def test_current_common_chains() -> None:
             '-m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD',
             '-m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
         ],
-        "OUTPUT": [
-            '-m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'
-        ],
+        "OUTPUT": ['-m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'],
     }
 
 
@@ -249,12 +239,10 @@ def test_2018_seed_003_shape() -> None:
         f"{c} -j {SEP[2]}",
     ]
     assert rules(tables, "nat", SEP[2])[1] == (
-        f"-p tcp {c} -m recent --set --name {SEP[2]} {recent}"
-        " -m tcp -j DNAT --to-destination 172.16.0.13:6443"
+        f"-p tcp {c} -m recent --set --name {SEP[2]} {recent} -m tcp -j DNAT --to-destination 172.16.0.13:6443"
     )
     assert rules(tables, "nat", "KUBE-POSTROUTING") == [
-        '-m comment --comment "kubernetes service traffic requiring SNAT"'
-        " -m mark --mark 0x4000/0x4000 -j MASQUERADE"
+        '-m comment --comment "kubernetes service traffic requiring SNAT" -m mark --mark 0x4000/0x4000 -j MASQUERADE'
     ]
 
 
@@ -300,8 +288,7 @@ def test_udp_port() -> None:
     nat, _ = kube_proxy_tables(lab("current", KUBE_DNS), NODE)
     sep = sep_chain("kube-system/kube-dns:dns", "udp", "10.200.0.27:53")
     assert nat.chains[sep][1] == (
-        '-p udp -m comment --comment "kube-system/kube-dns:dns"'
-        " -m udp -j DNAT --to-destination 10.200.0.27:53"
+        '-p udp -m comment --comment "kube-system/kube-dns:dns" -m udp -j DNAT --to-destination 10.200.0.27:53'
     )
     assert nat.chains["KUBE-SERVICES"][0].startswith("-d 10.32.0.10/32 -p udp ")
 

@@ -47,8 +47,10 @@ def test_worker_gets_uplink_bridge_pods_and_masquerade():
     for pod in lab.node("worker-0").pods:
         ns = pod.netns
         assert f"ip netns add {ns}" in lines
-        assert (f"ip link add {pod.host_veth} mtu 1500 type veth peer name eth0 address "
-                f"0a:58:{':'.join(f'{b:02x}' for b in pod.ip.packed)} mtu 1500 netns {ns}") in lines
+        assert (
+            f"ip link add {pod.host_veth} mtu 1500 type veth peer name eth0 address "
+            f"0a:58:{':'.join(f'{b:02x}' for b in pod.ip.packed)} mtu 1500 netns {ns}"
+        ) in lines
         assert f"ip -n {ns} addr add {pod.ip}/24 dev eth0" in lines
         assert f"ip -n {ns} route replace default via 10.200.0.1 dev eth0" in lines
         assert lines.index(f"ip netns add {ns}") < lines.index(f"ip -n {ns} addr add {pod.ip}/24 dev eth0")
@@ -59,9 +61,13 @@ def test_cni_files_and_host_local_state():
     files = {op.path: op.content for op in plan.steps["worker-1"] if isinstance(op, WriteFile)}
     conf = json.loads(files["/etc/cni/net.d/10-bridge.conf"])
     assert conf == {
-        "cniVersion": "0.3.1", "name": "bridge", "type": "bridge", "bridge": "cnio0", "isGateway": True,
-        "ipMasq": True, "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.200.1.0/24"}]],
-                                 "routes": [{"dst": "0.0.0.0/0"}]},
+        "cniVersion": "0.3.1",
+        "name": "bridge",
+        "type": "bridge",
+        "bridge": "cnio0",
+        "isGateway": True,
+        "ipMasq": True,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.200.1.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]},
     }
     pods = plan.lab.node("worker-1").pods
     assert files[f"/var/lib/cni/networks/bridge/{pods[0].ip}"] == f"{pods[0].container_id}\neth0"
@@ -80,8 +86,10 @@ def test_ipmasq_rules_present_only_with_ipmasq():
         [rules] = [op.payload for op in plan.steps["worker-0"] if isinstance(op, Iptables)]
         pod = plan.lab.node("worker-0").pods[0]
         chain = masq_chain("bridge", pod.container_id)
-        line = (f'-A POSTROUTING -s {pod.ip}/32 -m comment --comment "name: \\"bridge\\" id: '
-                f'\\"{pod.container_id}\\"" -j {chain}')
+        line = (
+            f'-A POSTROUTING -s {pod.ip}/32 -m comment --comment "name: \\"bridge\\" id: '
+            f'\\"{pod.container_id}\\"" -j {chain}'
+        )
         assert (line in rules.splitlines()) is expected
         assert (f"-A {chain} ! -d 224.0.0.0/4" in rules) is expected
 

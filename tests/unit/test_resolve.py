@@ -37,7 +37,10 @@ def test_kthw_addressing_matches_the_hard_way():
     kubernetes = lab.services[0]
     assert (kubernetes.ref, str(kubernetes.cluster_ip)) == ("default/kubernetes", "10.32.0.1")
     assert [f"{e.ip}:{e.port}" for e in kubernetes.endpoints["https"]] == [
-        "10.240.0.10:6443", "10.240.0.11:6443", "10.240.0.12:6443"]
+        "10.240.0.10:6443",
+        "10.240.0.11:6443",
+        "10.240.0.12:6443",
+    ]
 
 
 def test_missing_addresses_are_allocated_in_order_after_the_router():
@@ -55,29 +58,33 @@ def test_overlapping_ranges_are_located_errors():
     text = "name: t\ncluster: {serviceCIDR: 10.200.5.0/24, dnsIP: 10.200.5.10}\nnodes: [{name: a}]\n"
     assert errors_of(text) == [
         "lab.yaml:2:11: 10.200.5.0/24 overlaps 10.200.0.0/16 (cluster.podCIDR) "
-        "(node, pod and service ranges must be disjoint)"]
+        "(node, pod and service ranges must be disjoint)"
+    ]
 
 
 def test_host_bits_get_a_did_you_mean_hint():
     assert errors_of("name: t\nnetwork: {cidr: 10.240.0.5/24}\nnodes: [{name: a}]\n") == [
-        "lab.yaml:2:11: 10.240.0.5/24 has host bits set (did you mean 10.240.0.0/24?)"]
+        "lab.yaml:2:11: 10.240.0.5/24 has host bits set (did you mean 10.240.0.0/24?)"
+    ]
 
 
 def test_pod_cidr_outside_cluster_and_shared_pod_cidrs():
-    text = ("name: t\nnodes:\n  - {name: a, podCIDR: 10.100.0.0/24}\n"
-            "  - {name: b, podCIDR: 10.200.0.0/24}\n  - {name: c, podCIDR: 10.200.0.0/25}\n")
+    text = (
+        "name: t\nnodes:\n  - {name: a, podCIDR: 10.100.0.0/24}\n"
+        "  - {name: b, podCIDR: 10.200.0.0/24}\n  - {name: c, podCIDR: 10.200.0.0/25}\n"
+    )
     errors = errors_of(text)
     assert errors[0].startswith("lab.yaml:3:15: podCIDR 10.100.0.0/24 is outside the cluster podCIDR")
-    assert errors[1] == ("lab.yaml:5:15: podCIDR 10.200.0.0/25 overlaps 10.200.0.0/24 of b "
-                         "(each node needs its own podCIDR)")
+    assert errors[1] == (
+        "lab.yaml:5:15: podCIDR 10.200.0.0/25 overlaps 10.200.0.0/24 of b (each node needs its own podCIDR)"
+    )
 
 
 def test_duplicate_names_and_addresses():
     text = "name: t\nnodes:\n  - {name: a, ip: 10.240.0.9}\n  - {name: a, ip: 10.240.0.9}\n"
     errors = errors_of(text)
     assert "lab.yaml:4:6: node name 'a' is used 2 times (node names must be unique)" in errors
-    assert ("lab.yaml:4:15: 10.240.0.9 is already the address of a (node addresses must be unique)"
-            in errors)
+    assert "lab.yaml:4:15: 10.240.0.9 is already the address of a (node addresses must be unique)" in errors
 
 
 def test_node_on_the_router_address_or_outside_the_network():
@@ -95,8 +102,7 @@ def test_pod_range_too_small_for_its_pods():
 
 
 def test_node_network_exhaustion():
-    text = "name: t\nnetwork: {cidr: 10.240.0.0/29}\nnodes: [" + ", ".join(
-        f"{{name: n{i}}}" for i in range(7)) + "]\n"
+    text = "name: t\nnetwork: {cidr: 10.240.0.0/29}\nnodes: [" + ", ".join(f"{{name: n{i}}}" for i in range(7)) + "]\n"
     [error] = errors_of(text)
     assert "node network: 10.240.0.0/29 has room for 5 more address(es), 7 needed" in error
 
@@ -112,12 +118,14 @@ services:
     errors = errors_of(text)
     assert errors[0].startswith("lab.yaml:5:17: clusterIP 10.99.0.1 is outside serviceCIDR 10.32.0.0/24")
     assert errors[1] == "lab.yaml:6:63: nodePort given on a ClusterIP service (set type: NodePort)"
-    fixed = text.replace("clusterIP: 10.99.0.1", "clusterIP: 10.32.0.50").replace("ports: [{port: 80, node",
-                                                                                    "type: NodePort, ports: [{port: 80, node")
+    fixed = text.replace("clusterIP: 10.99.0.1", "clusterIP: 10.32.0.50").replace(
+        "ports: [{port: 80, node", "type: NodePort, ports: [{port: 80, node"
+    )
     resolved = resolve(fixed)
     assert [str(w) for w in resolved.warnings] == [
         "lab.yaml:6:19: warning: selector {'app': 'nobody'} matches no pod "
-        "(the service will have no endpoints and will reject connections)"]
+        "(the service will have no endpoints and will reject connections)"
+    ]
     web = resolved.lab.services[1]
     assert str(web.cluster_ip) == "10.32.0.50"
     assert [str(e.ip) for e in web.endpoints["80"]] == ["10.200.0.2", "10.200.0.3"]

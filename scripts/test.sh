@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: set-up (Docker engine, .venv, node image) first,
+# then lint, types, and every test — unit and real-engine integration alike.
+# Extra arguments go to pytest (e.g. `-m "not docker"` for the fast unit tests only).
+set -euo pipefail
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
+
+bash scripts/setup.sh
+echo "test: ruff"
+.venv/bin/ruff check labbuilder tests bench
+echo "test: mypy"
+.venv/bin/mypy labbuilder
+echo "test: pytest"
+.venv/bin/pytest "$@"
