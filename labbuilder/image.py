@@ -185,7 +185,7 @@ def _build_mmdebstrap(client: docker.DockerClient, recipe: Recipe, on_progress: 
         if " " in str(podserver):
             raise LabError(f"temporary directory {tmp!r} contains a blank", hint="set TMPDIR")
         rootfs = str(Path(tmp) / "rootfs.tar")
-        on_progress(f"debootstrapping {recipe.suite} with mmdebstrap (about 20 s)")
+        on_progress(f"debootstrapping {recipe.suite} with mmdebstrap (about 30 s)")
         code, log = _run_logged(mmdebstrap_command(recipe, rootfs, str(podserver)), on_progress)
         if code != 0:
             raise LabError(
