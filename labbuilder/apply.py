@@ -23,6 +23,7 @@ from labbuilder.plan import (
     Address,
     Bridge,
     Fdb,
+    Hairpin,
     Iptables,
     LinkUp,
     Master,
@@ -40,7 +41,7 @@ STATE_DIR = "/run/labbuilder"
 RULES_FILE = f"{STATE_DIR}/iptables.rules"
 PID_DIR = f"{STATE_DIR}/pids"
 
-NetlinkOp = Veth | Bridge | Vxlan | Master | LinkUp | Address | Route | Neighbour | Fdb
+NetlinkOp = Veth | Bridge | Vxlan | Master | Hairpin | LinkUp | Address | Route | Neighbour | Fdb
 
 
 def apply_netlink(nl: Netlink, op: NetlinkOp) -> None:
@@ -53,6 +54,8 @@ def apply_netlink(nl: Netlink, op: NetlinkOp) -> None:
             nl.vxlan(op)
         case Master():
             nl.master(op)
+        case Hairpin():
+            nl.hairpin(op)
         case LinkUp():
             nl.link_up(op)
         case Address():

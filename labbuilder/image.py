@@ -130,9 +130,7 @@ def ensure_image(client: docker.DockerClient, on_progress: Progress = _no_progre
     return build_image(client, on_progress=on_progress)
 
 
-def build_image(
-    client: docker.DockerClient, method: BuildMethod = "auto", on_progress: Progress = _no_progress
-) -> str:
+def build_image(client: docker.DockerClient, method: BuildMethod = "auto", on_progress: Progress = _no_progress) -> str:
     """Build the node image (even when it exists) and return its tag; raises LabError on failure."""
     if method == "auto":
         method = "mmdebstrap" if shutil.which("mmdebstrap") else "dockerfile"

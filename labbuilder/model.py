@@ -16,6 +16,7 @@ CniMode = Literal["bridge", "ptp", "vxlan"]
 RouteMode = Literal["router", "nodes"]
 ProxyStyle = Literal["current", "2018"]
 ServiceType = Literal["ClusterIP", "NodePort"]
+PodApp = Literal["server", "dns"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Cluster:
     service_cidr: IPv4Network
     dns_ip: IPv4Address
     domain: str = "cluster.local"
+    dns: bool = True  # run a DNS pod behind kube-system/kube-dns at dns_ip
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Cni:
     ip_masq: bool = True
     routes: RouteMode = "router"
     mtu: int = 1500
+    hairpin: bool = True  # bridge plugin hairpinMode: a pod can reach itself through a service
     network_name: str = "bridge"  # CNI network name: conf `name`, host-local state dir
     cni_version: str = "0.3.1"
 
@@ -61,6 +64,7 @@ class Pod:
     container_id: str  # 64 hex, what the CNI plugin is called with
     host_veth: str  # veth<8 hex> on the node
     workload: str | None = None
+    app: PodApp = "server"  # what the pod runs: the answering server, or the cluster DNS
 
     @property
     def ref(self) -> str:

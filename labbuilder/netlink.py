@@ -17,7 +17,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from labbuilder.errors import LabError
-from labbuilder.plan import Address, Bridge, Fdb, LinkUp, Master, Neighbour, Ns, Route, Veth, Vxlan
+from labbuilder.plan import Address, Bridge, Fdb, Hairpin, LinkUp, Master, Neighbour, Ns, Route, Veth, Vxlan
 
 NUD_PERMANENT = 0x80
 RTNH_F_ONLINK = 4
@@ -108,6 +108,10 @@ class Netlink:
 
     def master(self, op: Master) -> None:
         self.ipr(op.ns).link("set", index=self.index(op.ns, op.ifname), master=self.index(op.ns, op.master))
+
+    def hairpin(self, op: Hairpin) -> None:
+        # IFLA_BRPORT_MODE = 1 is hairpin, set through the port's bridge_slave link info.
+        self.ipr(op.ns).link("set", index=self.index(op.ns, op.ifname), kind="bridge_slave", mode=1)
 
     def link_up(self, op: LinkUp) -> None:
         self.ipr(op.ns).link("set", index=self.index(op.ns, op.ifname), state="up")

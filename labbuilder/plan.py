@@ -101,6 +101,17 @@ class Master:
 
 
 @dataclass(frozen=True)
+class Hairpin:
+    """Let a bridge port send frames back out where they came in: a pod reaching itself via a service."""
+
+    ns: Ns
+    ifname: str
+
+    def describe(self) -> str:
+        return f"{self.ns.ip()} link set {self.ifname} type bridge_slave hairpin on"
+
+
+@dataclass(frozen=True)
 class LinkUp:
     ns: Ns
     ifname: str
@@ -200,6 +211,7 @@ Op = (
     | Bridge
     | Vxlan
     | Master
+    | Hairpin
     | LinkUp
     | Address
     | Route

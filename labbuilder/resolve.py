@@ -7,7 +7,7 @@ once; `build_model` raises SpecError when any is an error (warnings are kept on 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 from typing import Any
 
@@ -22,6 +22,7 @@ from labbuilder.model import (
     Node,
     NodeNetwork,
     Pod,
+    PodApp,
     PodPort,
     Service,
     ServicePort,
@@ -37,9 +38,28 @@ DEFAULTS: dict[str, Any] = {
         "serviceCIDR": "10.32.0.0/24",
         "dnsIP": "10.32.0.10",
         "domain": "cluster.local",
+        "dns": True,
     },
-    "cni": {"mode": "bridge", "bridge": "cnio0", "ipMasq": True, "routes": "router", "mtu": 1500},
+    "cni": {"mode": "bridge", "bridge": "cnio0", "ipMasq": True, "routes": "router", "mtu": 1500, "hairpinMode": True},
 }
+
+
+@dataclass(frozen=True)
+class _Placement:
+    """A pod decided on but not yet addressed: which workload, which replica."""
+
+    workload: str
+    namespace: str
+    labels: dict[str, str]
+    ports: tuple[PodPort, ...]
+    app: PodApp = "server"
+    index: int = 0
+
+
+DNS_LABELS = {"k8s-app": "kube-dns"}
+DNS_POD = _Placement(
+    "coredns", "kube-system", DNS_LABELS, (PodPort(53, "UDP"), PodPort(53, "TCP"), PodPort(9153, "TCP")), app="dns"
+)
 
 
 @dataclass
@@ -117,18 +137,19 @@ class _Resolver:
         network = self.node_network(node_net, net_cfg, cni_cfg)
         if network is None:
             return None
-        cluster = Cluster(pod_net, mask, svc_net, dns_ip, cluster_cfg["domain"])
+        cluster = Cluster(pod_net, mask, svc_net, dns_ip, cluster_cfg["domain"], cluster_cfg["dns"])
         cni = Cni(
             mode=cni_cfg["mode"],
             bridge=cni_cfg["bridge"],
             ip_masq=cni_cfg["ipMasq"],
             routes=cni_cfg["routes"],
             mtu=cni_cfg["mtu"],
+            hairpin=cni_cfg["hairpinMode"],
         )
         nodes = self.nodes(network, cluster)
         if nodes is None:
             return None
-        nodes = self.place_pods(nodes)
+        nodes = self.place_pods(nodes, cluster)
         services = self.services(cluster, nodes)
         style = self.data.get("kubeProxy", {}).get("style", "current")
         checks = tuple(
@@ -261,29 +282,15 @@ class _Resolver:
         return result
 
     # -- pods --------------------------------------------------------------------------------
-    def place_pods(self, nodes: list[Node]) -> list[Node]:
-        lab = self.data["name"]
+    def place_pods(self, nodes: list[Node], cluster: Cluster) -> list[Node]:
         by_name = {n.name: n for n in nodes}
         pod_nodes = [n.name for n in nodes if n.runs_pods]
-        placed: dict[str, list[tuple[str, str, dict[str, str], tuple[PodPort, ...], str]]] = {n.name: [] for n in nodes}
+        placed: dict[str, list[_Placement]] = {n.name: [] for n in nodes}
         for w_index, w in enumerate(self.data.get("workloads", [])):
             path: Path_ = ("workloads", w_index)
             targets = w.get("nodes", pod_nodes)
-            for t_index, target in enumerate(targets):
-                if target not in by_name:
-                    self.error(
-                        (*path, "nodes", t_index),
-                        f"no node named {target!r}",
-                        f"nodes are: {', '.join(by_name)}",
-                    )
-                    return nodes
-                if not by_name[target].runs_pods:
-                    self.error(
-                        (*path, "nodes", t_index),
-                        f"node {target} has no podCIDR, so it runs no pods",
-                        "give the node a podCIDR or pin the workload elsewhere",
-                    )
-                    return nodes
+            if not self.targets_ok(path, targets, by_name):
+                return nodes
             replicas = w.get("replicas", 1)
             if replicas and not targets:
                 self.error(
@@ -292,17 +299,32 @@ class _Resolver:
                     "add a worker node or give a node a podCIDR",
                 )
                 return nodes
-            namespace = w.get("namespace", "default")
-            labels = w.get("labels", {"app": w["name"]})
             ports = tuple(PodPort(p["port"], p.get("protocol", "TCP")) for p in w.get("ports", []))
             if "port" in w:
                 ports = (PodPort(w["port"]), *ports)
+            template = _Placement(w["name"], w.get("namespace", "default"), w.get("labels", {"app": w["name"]}), ports)
             for index in range(replicas):
-                name = addressing.pod_name(lab, namespace, w["name"], index)
-                placed[targets[index % len(targets)]].append((name, namespace, labels, ports, w["name"]))
+                placed[targets[index % len(targets)]].append(replace(template, index=index))
+        if cluster.dns and pod_nodes:
+            # The cluster DNS pod goes last on the first pod node, so user pods keep their addresses.
+            placed[pod_nodes[0]].append(DNS_POD)
         return [self.with_pods(node, placed[node.name]) for node in nodes]
 
-    def with_pods(self, node: Node, pods: list[tuple[str, str, dict[str, str], tuple[PodPort, ...], str]]) -> Node:
+    def targets_ok(self, path: Path_, targets: list[str], by_name: dict[str, Node]) -> bool:
+        for t_index, target in enumerate(targets):
+            if target not in by_name:
+                self.error((*path, "nodes", t_index), f"no node named {target!r}", f"nodes are: {', '.join(by_name)}")
+                return False
+            if not by_name[target].runs_pods:
+                self.error(
+                    (*path, "nodes", t_index),
+                    f"node {target} has no podCIDR, so it runs no pods",
+                    "give the node a podCIDR or pin the workload elsewhere",
+                )
+                return False
+        return True
+
+    def with_pods(self, node: Node, pods: list[_Placement]) -> Node:
         if not pods:
             return node
         assert node.pod_cidr is not None
@@ -314,87 +336,139 @@ class _Resolver:
             return node
         lab = self.data["name"]
         built = []
-        for (name, namespace, labels, ports, workload), ip in zip(pods, ips, strict=True):
-            ref = f"{namespace}/{name}"
+        for p, ip in zip(pods, ips, strict=True):
+            name = addressing.pod_name(lab, p.namespace, p.workload, p.index)
+            ref = f"{p.namespace}/{name}"
             built.append(
                 Pod(
                     name,
-                    namespace,
+                    p.namespace,
                     node.name,
                     ip,
-                    labels,
-                    ports,
+                    p.labels,
+                    p.ports,
                     addressing.netns_name(lab, ref),
                     addressing.container_id(lab, ref),
                     addressing.host_veth(lab, ref),
-                    workload,
+                    p.workload,
+                    p.app,
                 )
             )
-        return Node(node.name, node.role, node.ip, node.pod_cidr, tuple(built), node.listen_ports)
+        return replace(node, pods=tuple(built))
 
     # -- services ----------------------------------------------------------------------------
     def services(self, cluster: Cluster, nodes: list[Node]) -> tuple[Service, ...]:
-        specs: list[dict[str, Any]] = self.data.get("services", [])
-        kubernetes_ip = next(cluster.service_cidr.hosts())
-        taken = {kubernetes_ip: "default/kubernetes"}
+        """Built-in services first (kubernetes, kube-dns), then the file's, clusterIPs checked and allocated."""
+        entries = self.service_entries(cluster)
+        taken: dict[IPv4Address, str] = {}
         given: dict[int, IPv4Address] = {}
-        for i, s in enumerate(specs):
-            ref = f"{s.get('namespace', 'default')}/{s['name']}"
+        for i, (path, s) in enumerate(entries):
             if "clusterIP" not in s:
                 continue
-            path = ("services", i, "clusterIP")
-            ip = self.address(path, s["clusterIP"])
+            ip = self.address((*path, "clusterIP"), s["clusterIP"])
             if ip is None:
                 continue
+            ref = f"{s.get('namespace', 'default')}/{s['name']}"
             if ip not in cluster.service_cidr:
                 self.error(
-                    path,
+                    (*path, "clusterIP"),
                     f"clusterIP {ip} is outside serviceCIDR {cluster.service_cidr}",
                     "pick an address inside the service range, or leave clusterIP out",
                 )
             elif ip in taken:
-                self.error(path, f"clusterIP {ip} is already taken by {taken[ip]}", "clusterIPs must be unique")
-            taken[ip] = ref
+                self.error(
+                    (*path, "clusterIP"), f"clusterIP {ip} is already taken by {taken[ip]}", "clusterIPs must be unique"
+                )
+            taken.setdefault(ip, ref)
             given[i] = ip
         free = addressing.free_hosts(cluster.service_cidr, [*taken, cluster.dns_ip])
         seen_node_ports: dict[int, str] = {}
         pods = [p for n in nodes for p in n.pods]
-        result = [self.kubernetes_service(kubernetes_ip, nodes)]
-        for i, s in enumerate(specs):
+        controllers = [n for n in sorted(nodes, key=lambda n: n.ip) if n.role == "controller"]
+        result = []
+        for i, (path, s) in enumerate(entries):
             ref = f"{s.get('namespace', 'default')}/{s['name']}"
             if i not in given:
-                try:
-                    given[i] = next(free)
-                except StopIteration:
+                ip = next(free, None)
+                if ip is None:
                     self.error(
-                        ("services", i),
-                        f"service {ref}: serviceCIDR {cluster.service_cidr} is full",
-                        "use a larger serviceCIDR",
+                        path, f"service {ref}: serviceCIDR {cluster.service_cidr} is full", "use a larger serviceCIDR"
                     )
                     continue
+                given[i] = ip
             for j, p in enumerate(s["ports"]):
                 if "nodePort" in p:
                     if p["nodePort"] in seen_node_ports:
                         self.error(
-                            ("services", i, "ports", j, "nodePort"),
+                            (*path, "ports", j, "nodePort"),
                             f"nodePort {p['nodePort']} is already used by {seen_node_ports[p['nodePort']]}",
                             "nodePorts must be unique in the cluster",
                         )
                     seen_node_ports[p["nodePort"]] = ref
-            result.append(self.service(i, s, given[i], pods))
+            service = self.service(path, s, given[i], pods)
+            if ref == "default/kubernetes" and not s.get("selector"):
+                # No selector: its endpoints are the apiservers, the controllers' :6443 (seed 003).
+                service = replace(
+                    service,
+                    endpoints={
+                        (p.name or str(p.port)): tuple(Endpoint(n.ip, p.target_port, None, n.name) for n in controllers)
+                        for p in service.ports
+                    },
+                )
+            result.append(service)
         return tuple(result)
 
-    def kubernetes_service(self, ip: IPv4Address, nodes: list[Node]) -> Service:
-        """`default/kubernetes` always exists: the first service IP, the controllers' :6443 behind it."""
-        port = ServicePort(443, APISERVER_PORT, "TCP", "https")
-        endpoints = tuple(
-            Endpoint(n.ip, APISERVER_PORT, None, n.name)
-            for n in sorted(nodes, key=lambda n: n.ip)
-            if n.role == "controller"
-        )
-        return Service("kubernetes", "default", "ClusterIP", ip, (port,), {}, {"https": endpoints})
+    def service_entries(self, cluster: Cluster) -> list[tuple[Path_, dict[str, Any]]]:
+        """The file's services, with `default/kubernetes` and `kube-system/kube-dns` always there.
 
-    def service(self, index: int, s: dict[str, Any], ip: IPv4Address, pods: list[Pod]) -> Service:
+        A file entry with a built-in's name adjusts it (session affinity, ports) in place.
+        """
+        builtins: list[tuple[Path_, dict[str, Any]]] = [
+            (
+                ("services",),
+                {
+                    "name": "kubernetes",
+                    "namespace": "default",
+                    "clusterIP": str(next(cluster.service_cidr.hosts())),
+                    "ports": [{"name": "https", "port": 443, "targetPort": APISERVER_PORT}],
+                },
+            )
+        ]
+        if cluster.dns:
+            builtins.append(
+                (
+                    ("cluster", "dnsIP"),
+                    {
+                        "name": "kube-dns",
+                        "namespace": "kube-system",
+                        "clusterIP": str(cluster.dns_ip),
+                        "selector": dict(DNS_LABELS),
+                        "ports": [
+                            {"name": "dns", "port": 53, "protocol": "UDP"},
+                            {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+                            {"name": "metrics", "port": 9153, "protocol": "TCP"},
+                        ],
+                    },
+                )
+            )
+        by_ref = {f"{b['namespace']}/{b['name']}": n for n, (_, b) in enumerate(builtins)}
+        entries = list(builtins)
+        for i, s in enumerate(self.data.get("services", [])):
+            ref = f"{s.get('namespace', 'default')}/{s['name']}"
+            if ref in by_ref:
+                base = builtins[by_ref[ref]][1]
+                if "clusterIP" in s and s["clusterIP"] != base["clusterIP"]:
+                    self.error(
+                        ("services", i, "clusterIP"),
+                        f"{ref} always has clusterIP {base['clusterIP']}",
+                        "leave clusterIP out for this service",
+                    )
+                entries[by_ref[ref]] = (("services", i), {**base, **s, "clusterIP": base["clusterIP"]})
+            else:
+                entries.append((("services", i), s))
+        return entries
+
+    def service(self, path: Path_, s: dict[str, Any], ip: IPv4Address, pods: list[Pod]) -> Service:
         selector: dict[str, str] = s.get("selector", {})
         ports = tuple(
             ServicePort(
@@ -410,20 +484,14 @@ class _Resolver:
         for j, p in enumerate(s["ports"]):
             if "nodePort" in p and stype != "NodePort":
                 self.error(
-                    ("services", index, "ports", j, "nodePort"),
-                    f"nodePort given on a {stype} service",
-                    "set type: NodePort",
+                    (*path, "ports", j, "nodePort"), f"nodePort given on a {stype} service", "set type: NodePort"
                 )
         if len(ports) > 1 and any(not p.name for p in ports):
-            self.error(
-                ("services", index, "ports"),
-                "a service with several ports must name each port",
-                "add name: to every port",
-            )
+            self.error((*path, "ports"), "a service with several ports must name each port", "add name: to every port")
         matching = [p for p in pods if selector and all(p.labels.get(k) == v for k, v in selector.items())]
         if selector and not matching:
             self.warn(
-                ("services", index, "selector"),
+                (*path, "selector"),
                 f"selector {selector} matches no pod",
                 "the service will have no endpoints and will reject connections",
             )

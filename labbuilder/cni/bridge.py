@@ -13,7 +13,7 @@ from labbuilder.cni import conf_json
 from labbuilder.cni.common import host_local_files, host_routes, pod_link
 from labbuilder.model import Lab, Node
 from labbuilder.netfilter import Table
-from labbuilder.plan import Address, Bridge, LinkUp, Master, Ns, Op, Route, WriteFile
+from labbuilder.plan import Address, Bridge, Hairpin, LinkUp, Master, Ns, Op, Route, WriteFile
 
 
 def links(lab: Lab, node: Node) -> list[Op]:
@@ -37,6 +37,7 @@ def links(lab: Lab, node: Node) -> list[Op]:
         ops += pod_link(lab, pod, mac=ip_mac(pod.ip))
         ops += [
             Master(here, pod.host_veth, bridge),
+            *([Hairpin(here, pod.host_veth)] if lab.cni.hairpin else []),
             LinkUp(here, pod.host_veth),
             Route(Ns(node.name, pod.netns), "default", via=str(gateway), dev="eth0"),
         ]
@@ -52,6 +53,7 @@ def bridge_conf(lab: Lab, node: Node) -> dict[str, object]:
         "bridge": lab.cni.bridge,
         "isGateway": True,
         "ipMasq": lab.cni.ip_masq,
+        **({"hairpinMode": True} if lab.cni.hairpin else {}),
         "ipam": {
             "type": "host-local",
             "ranges": [[{"subnet": str(node.pod_cidr)}]],

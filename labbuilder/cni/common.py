@@ -18,9 +18,15 @@ def pod_link(lab: Lab, pod: Pod, mac: str | None = None, mtu: int | None = None)
     ]
 
 
-def host_local_files(lab: Lab, node: Node) -> list[Op]:
-    """host-local IPAM state: one file per allocated IP holding the container id and ifname."""
-    base = f"/var/lib/cni/networks/{lab.cni.network_name}"
+def host_local_files(
+    lab: Lab, node: Node, network: str | None = None, data_dir: str = "/var/lib/cni/networks"
+) -> list[Op]:
+    """host-local IPAM state: one file per allocated IP holding the container id and ifname.
+
+    `network` and `data_dir` default to the bridge plugin's; kindnet keeps its state in
+    /run/cni-ipam-state/kindnet, flannel in /var/lib/cni/networks/cbr0.
+    """
+    base = f"{data_dir}/{network or lab.cni.network_name}"
     here = Ns(node.name)
     ops: list[Op] = [WriteFile(here, f"{base}/{pod.ip}", f"{pod.container_id}\neth0") for pod in node.pods]
     if node.pods:

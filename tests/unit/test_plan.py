@@ -67,6 +67,7 @@ def test_cni_files_and_host_local_state():
         "bridge": "cnio0",
         "isGateway": True,
         "ipMasq": True,
+        "hairpinMode": True,
         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.200.1.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]},
     }
     pods = plan.lab.node("worker-1").pods

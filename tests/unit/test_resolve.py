@@ -96,8 +96,8 @@ def test_node_on_the_router_address_or_outside_the_network():
 
 
 def test_pod_range_too_small_for_its_pods():
-    text = "name: t\nnodes: [{name: a, podCIDR: 10.200.0.0/29}]\nworkloads: [{name: web, replicas: 6}]\n"
-    [error] = errors_of(text)
+    text = "name: t\nnodes: [{name: a, podCIDR: 10.200.0.0/29}]\nworkloads: [{name: web, replicas: 5}]\n"
+    [error] = errors_of(text)  # 5 pods and the cluster DNS pod
     assert error.startswith("lab.yaml:2:9: node a: podCIDR 10.200.0.0/29 has room for 5 more address(es), 6 needed")
 
 
@@ -126,10 +126,10 @@ services:
         "lab.yaml:6:19: warning: selector {'app': 'nobody'} matches no pod "
         "(the service will have no endpoints and will reject connections)"
     ]
-    web = resolved.lab.services[1]
-    assert str(web.cluster_ip) == "10.32.0.50"
-    assert [str(e.ip) for e in web.endpoints["80"]] == ["10.200.0.2", "10.200.0.3"]
-    assert str(resolved.lab.services[2].cluster_ip) == "10.32.0.2"  # .1 is kubernetes
+    services = {s.name: s for s in resolved.lab.services}
+    assert str(services["web"].cluster_ip) == "10.32.0.50"
+    assert [str(e.ip) for e in services["web"].endpoints["80"]] == ["10.200.0.2", "10.200.0.3"]
+    assert str(services["ghost"].cluster_ip) == "10.32.0.2"  # .1 is kubernetes
 
 
 def test_the_same_spec_resolves_to_the_same_lab():
@@ -137,7 +137,7 @@ def test_the_same_spec_resolves_to_the_same_lab():
 
 
 def test_workload_pods_spread_in_node_order_and_named_like_deployments():
-    lab = resolve("name: t\nnodes: [{name: a}, {name: b}]\nworkloads: [{name: web, replicas: 3}]\n").lab
+    lab = resolve("name: t\ncluster: {dns: false}\nnodes: [{name: a}, {name: b}]\nworkloads: [{name: web, replicas: 3}]\n").lab
     pods = lab.pods
     assert [p.node for p in pods] == ["a", "a", "b"]
     template = {p.name.rsplit("-", 1)[0] for p in pods}
@@ -146,3 +146,26 @@ def test_workload_pods_spread_in_node_order_and_named_like_deployments():
     assert len({p.netns for p in pods}) == 3 and all(p.netns.startswith("cni-") for p in pods)
     assert all(p.host_veth.startswith("veth") and len(p.host_veth) == 12 for p in pods)
     assert IPv4Network("10.200.0.0/24") == lab.nodes[0].pod_cidr
+
+
+def test_cluster_dns_pod_and_kube_dns_service():
+    lab = resolve("name: t\nnodes: [{name: a}, {name: b}]\nworkloads: [{name: web, replicas: 2}]\n").lab
+    [dns_pod] = [p for p in lab.pods if p.app == "dns"]
+    assert (dns_pod.namespace, dns_pod.node, dns_pod.app, str(dns_pod.ip)) == ("kube-system", "a", "dns", "10.200.0.3")
+    assert dns_pod.name.startswith("coredns-")
+    kube_dns = next(s for s in lab.services if s.ref == "kube-system/kube-dns")
+    assert str(kube_dns.cluster_ip) == "10.32.0.10"
+    assert [(p.name, p.protocol, p.port) for p in kube_dns.ports] == [
+        ("dns", "UDP", 53), ("dns-tcp", "TCP", 53), ("metrics", "TCP", 9153)]
+    assert [str(e.ip) for e in kube_dns.endpoints["dns"]] == ["10.200.0.3"]
+
+
+def test_a_file_entry_adjusts_the_kubernetes_service():
+    text = ("name: t\nnodes: [{name: c0, role: controller}, {name: w}]\n"
+            "services: [{name: kubernetes, sessionAffinity: ClientIP, ports: [{name: https, port: 443, targetPort: 6443}]}]\n")
+    kubernetes = resolve(text).lab.services[0]
+    assert (kubernetes.ref, str(kubernetes.cluster_ip), kubernetes.session_affinity) == (
+        "default/kubernetes", "10.32.0.1", True)
+    assert [f"{e.ip}:{e.port}" for e in kubernetes.endpoints["https"]] == ["10.240.0.2:6443"]
+    errors = errors_of(text.replace("sessionAffinity: ClientIP", "clusterIP: 10.32.0.7"))
+    assert errors == ["lab.yaml:3:31: default/kubernetes always has clusterIP 10.32.0.1 (leave clusterIP out for this service)"]
