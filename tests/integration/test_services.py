@@ -73,14 +73,21 @@ def test_node_port_from_the_router_reaches_pods_on_other_workers_with_dnat(kthw)
     # kube-proxy's masquerade for external traffic: the pod saw worker-0, not the router.
     assert answer.group(3) == "10.240.0.20"
     conntrack = dexec("kthw-worker-0", "conntrack", "-L", "-p", "tcp", "--orig-port-dst", "31088")
-    assert re.search(rf"src=10\.240\.0\.1 dst=10\.240\.0\.20 sport=\d+ dport=31088 .*src={pod.ip} dst=10\.240\.0\.20 "
-                     r"sport=80", conntrack), conntrack
+    assert re.search(
+        rf"src=10\.240\.0\.1 dst=10\.240\.0\.20 sport=\d+ dport=31088 .*src={pod.ip} dst=10\.240\.0\.20 "
+        r"sport=80",
+        conntrack,
+    ), conntrack
 
 
 def test_cluster_dns_answers_with_cluster_ips(kthw):
     client = KTHW.node("worker-2").pods[0]
-    for name, ip in (("nginx.default.svc.cluster.local", "10.32.0.2"), ("nginx", "10.32.0.2"),
-                     ("kubernetes.default", "10.32.0.1"), ("kube-dns.kube-system.svc.cluster.local", "10.32.0.10")):
+    for name, ip in (
+        ("nginx.default.svc.cluster.local", "10.32.0.2"),
+        ("nginx", "10.32.0.2"),
+        ("kubernetes.default", "10.32.0.1"),
+        ("kube-dns.kube-system.svc.cluster.local", "10.32.0.10"),
+    ):
         out = pod_exec("kthw-worker-2", client.netns, "getent", "hosts", name)
         assert out.split()[0] == ip, (name, out)
     resolv = dexec("kthw-worker-2", "cat", f"/etc/netns/{client.netns}/resolv.conf")
@@ -97,8 +104,12 @@ def test_node_tables_parse_back_to_exactly_the_plan(kthw):
 
 def test_kubernetes_service_with_client_ip_affinity_sticks_to_one_apiserver(apiservers):
     saved = dexec("apiservers-worker-0", "iptables-save", "-t", "nat")
-    for chain in ("KUBE-SVC-NPX46M4PTMTKRN6Y", "KUBE-SEP-23Y66C2VAJ3WDEMI", "KUBE-SEP-47TYMEKETDMXSVAN",
-                  "KUBE-SEP-CZKGMRCAIW3ENCXY"):
+    for chain in (
+        "KUBE-SVC-NPX46M4PTMTKRN6Y",
+        "KUBE-SEP-23Y66C2VAJ3WDEMI",
+        "KUBE-SEP-47TYMEKETDMXSVAN",
+        "KUBE-SEP-CZKGMRCAIW3ENCXY",
+    ):
         assert f":{chain} - " in saved
     assert "--probability 0.33332999982" in saved and "--probability 0.50000000000" in saved
     assert "-j DNAT --to-destination 172.16.0.11:6443" in saved

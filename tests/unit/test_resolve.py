@@ -137,7 +137,9 @@ def test_the_same_spec_resolves_to_the_same_lab():
 
 
 def test_workload_pods_spread_in_node_order_and_named_like_deployments():
-    lab = resolve("name: t\ncluster: {dns: false}\nnodes: [{name: a}, {name: b}]\nworkloads: [{name: web, replicas: 3}]\n").lab
+    lab = resolve(
+        "name: t\ncluster: {dns: false}\nnodes: [{name: a}, {name: b}]\nworkloads: [{name: web, replicas: 3}]\n"
+    ).lab
     pods = lab.pods
     assert [p.node for p in pods] == ["a", "a", "b"]
     template = {p.name.rsplit("-", 1)[0] for p in pods}
@@ -156,16 +158,27 @@ def test_cluster_dns_pod_and_kube_dns_service():
     kube_dns = next(s for s in lab.services if s.ref == "kube-system/kube-dns")
     assert str(kube_dns.cluster_ip) == "10.32.0.10"
     assert [(p.name, p.protocol, p.port) for p in kube_dns.ports] == [
-        ("dns", "UDP", 53), ("dns-tcp", "TCP", 53), ("metrics", "TCP", 9153)]
+        ("dns", "UDP", 53),
+        ("dns-tcp", "TCP", 53),
+        ("metrics", "TCP", 9153),
+    ]
     assert [str(e.ip) for e in kube_dns.endpoints["dns"]] == ["10.200.0.3"]
 
 
 def test_a_file_entry_adjusts_the_kubernetes_service():
-    text = ("name: t\nnodes: [{name: c0, role: controller}, {name: w}]\n"
-            "services: [{name: kubernetes, sessionAffinity: ClientIP, ports: [{name: https, port: 443, targetPort: 6443}]}]\n")
+    text = (
+        "name: t\nnodes: [{name: c0, role: controller}, {name: w}]\n"
+        "services: [{name: kubernetes, sessionAffinity: ClientIP,\n"
+        "            ports: [{name: https, port: 443, targetPort: 6443}]}]\n"
+    )
     kubernetes = resolve(text).lab.services[0]
     assert (kubernetes.ref, str(kubernetes.cluster_ip), kubernetes.session_affinity) == (
-        "default/kubernetes", "10.32.0.1", True)
+        "default/kubernetes",
+        "10.32.0.1",
+        True,
+    )
     assert [f"{e.ip}:{e.port}" for e in kubernetes.endpoints["https"]] == ["10.240.0.2:6443"]
     errors = errors_of(text.replace("sessionAffinity: ClientIP", "clusterIP: 10.32.0.7"))
-    assert errors == ["lab.yaml:3:31: default/kubernetes always has clusterIP 10.32.0.1 (leave clusterIP out for this service)"]
+    assert errors == [
+        "lab.yaml:3:31: default/kubernetes always has clusterIP 10.32.0.1 (leave clusterIP out for this service)"
+    ]
