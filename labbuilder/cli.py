@@ -3,51 +3,14 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from functools import wraps
-from typing import Any, TypeVar
 
 import click
-from rich.console import Console
 
 from labbuilder import __version__
-from labbuilder.errors import LabError, SpecError
+from labbuilder.clitools import console, progress_printer, user_errors
+
 
 # Wide enough that addresses and names never get cut when output is piped or captured.
-console = Console(width=None if sys.stdout.isatty() else 200)
-errors = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def user_errors(func: F) -> F:
-    """Turn the errors a user can act on into readable lines and an exit status, no traceback."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except SpecError as err:
-            for problem in err.problems:
-                click.echo(str(problem), err=True)
-            sys.exit(1)
-        except LabError as err:
-            click.echo(f"error: {err}", err=True)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            errors.print("interrupted")
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def progress_printer(quiet: bool = False) -> Callable[[str], None]:
-    def show(line: str) -> None:
-        if not quiet:
-            errors.print(f"[dim]»[/dim] {line}", highlight=False)
-
-    return show
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="labbuilder")
 def main() -> None:
@@ -228,6 +191,16 @@ def image_build(method: str, force: bool) -> None:
     tag = node_image.build_image(client, method=method, on_progress=progress_printer())  # type: ignore[arg-type]
     console.print(f"built {tag}")
 
+
+def _register_commands() -> None:
+    """Commands that live in their own modules under labbuilder/commands/."""
+    from labbuilder.commands import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_register_commands()
 
 if __name__ == "__main__":
     main()

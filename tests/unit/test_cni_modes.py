@@ -42,6 +42,11 @@ def describe(plan: Plan, key: str) -> list[str]:
     return [op.describe() for op in plan.steps[key] if not isinstance(op, Iptables)]
 
 
+def links(module, lab: Lab, node: str) -> list[str]:
+    """What a CNI mode plans for a node beyond its uplink (the kubelet's and kube-proxy's parts aside)."""
+    return [op.describe() for op in module.links(lab, lab.node(node))]
+
+
 def node_routes(plan: Plan, key: str) -> list[str]:
     """The node's own routes (not its pods'), as planned."""
     return [op.describe() for op in plan.steps[key] if isinstance(op, Route) and not op.ns.netns]
@@ -133,17 +138,16 @@ def test_kind_lab_is_seed_002s_cluster():
 
 
 def test_ptp_worker_plan_is_kindnets_line_for_line():
-    plan = plan_of("kind")
-    [pod] = plan.lab.node("worker").pods
+    lab = lab_of("kind")
+    [pod] = lab.node("worker").pods
     ns, veth = pod.netns, pod.host_veth
-    lines = describe(plan, "worker")
-    conf = f"cat > {ptp.CONF_PATH} <<'EOF'"
-    assert lines[6:8] == [
+    lines = links(ptp, lab, "worker")
+    assert lines[:2] == [
         "ip route replace 10.244.0.0/24 via 172.18.0.3 dev eth0",
         "ip route replace 10.244.2.0/24 via 172.18.0.4 dev eth0",
     ]
-    assert lines[8].startswith(conf)
-    assert lines[9:] == [
+    assert lines[2].startswith(f"cat > {ptp.CONF_PATH} <<'EOF'")
+    assert lines[3:] == [
         f"ip netns add {ns}",
         f"ip link add {veth} mtu 1500 type veth peer name eth0 mtu 1500 netns {ns}",
         f"ip -n {ns} link set lo up",
@@ -157,8 +161,9 @@ def test_ptp_worker_plan_is_kindnets_line_for_line():
         f"ip -n {ns} route replace default via 10.244.1.1 dev eth0",
         f"cat > /run/cni-ipam-state/kindnet/10.244.1.2 <<'EOF'\n{pod.container_id}\neth0\nEOF",
         "cat > /run/cni-ipam-state/kindnet/last_reserved_ip.0 <<'EOF'\n10.244.1.2\nEOF",
-        *[line for line in lines if line.startswith("ip netns exec")],
     ]
+    # and the whole plan carries them, after the node's uplink
+    assert describe(plan_of("kind"), "worker")[6 : 6 + len(lines)] == lines
 
 
 def test_ptp_has_no_bridge_and_the_router_no_pod_routes():
@@ -201,11 +206,19 @@ def test_ptp_conflist_and_host_local_state():
 
 
 def test_kind_masq_agent_rules():
-    chains = nat(plan_of("kind"), "worker")
-    assert chains["POSTROUTING"][0] == (
+    lab = lab_of("kind")
+    [table] = ptp.masquerade(lab, lab.node("worker"))
+    jump = (
         '-m addrtype ! --dst-type LOCAL -m comment --comment "kind-masq-agent: ensure nat POSTROUTING directs '
         'all non-LOCAL destination traffic to our custom KIND-MASQ-AGENT chain" -j KIND-MASQ-AGENT'
     )
+    assert table.name == "nat" and table.chains["POSTROUTING"] == [jump]
+    chains = nat(plan_of("kind"), "worker")
+    # after kube-proxy's own jump, as `iptables -t nat -L POSTROUTING` shows it on a kind node
+    assert chains["POSTROUTING"][-2:] == [
+        '-m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+        jump,
+    ]
     assert chains["KIND-MASQ-AGENT"] == [
         '-d 10.244.0.0/16 -m comment --comment "kind-masq-agent: local traffic is not subject to MASQUERADE" -j RETURN',
         '-m comment --comment "kind-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)" '
@@ -255,8 +268,9 @@ def test_vxlan_worker_plan_is_flannels_line_for_line():
     mine = vxlan.vtep_mac(lab.node("worker"))
     [pod] = lab.node("worker").pods
     ns, veth = pod.netns, pod.host_veth
-    lines = describe(plan, "worker")
-    assert lines[6:15] == [
+    lines = links(vxlan, lab, "worker")
+    assert describe(plan, "worker")[6 : 6 + len(lines)] == lines
+    assert lines[:9] == [
         f"ip link add flannel.1 address {mine} mtu 1450 type vxlan id 1 local 172.18.0.2 dev eth0 "
         "dstport 8472 nolearning",
         "ip addr add 10.244.1.0/32 dev flannel.1",
@@ -268,7 +282,7 @@ def test_vxlan_worker_plan_is_flannels_line_for_line():
         f"bridge fdb append {w2} dev flannel.1 dst 172.18.0.4 self permanent",
         "ip route replace 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink",
     ]
-    rest = [line for line in lines[15:] if not line.startswith("cat > ")]
+    rest = [line for line in lines[9:] if not line.startswith("cat > ")]
     assert rest == [
         "ip link add cni0 mtu 1450 type bridge",
         "ip addr add 10.244.1.1/24 dev cni0",
@@ -279,10 +293,10 @@ def test_vxlan_worker_plan_is_flannels_line_for_line():
         f"ip -n {ns} addr add 10.244.1.2/24 dev eth0",
         f"ip -n {ns} link set eth0 up",
         f"ip link set {veth} master cni0",
+        f"ip link set {veth} type bridge_slave hairpin on",
         f"ip link set {veth} up",
         f"ip -n {ns} route replace 10.244.0.0/16 via 10.244.1.1 dev eth0",
         f"ip -n {ns} route replace default via 10.244.1.1 dev eth0",
-        *[line for line in lines if line.startswith("ip netns exec")],
     ]
 
 
@@ -322,7 +336,7 @@ def test_vxlan_mtu_follows_the_uplink():
 def test_flanneld_masquerade_rules():
     chains = nat(plan_of("flannel"), "worker")
     tag = '-m comment --comment "flanneld masq"'
-    assert chains["POSTROUTING"][0] == f"{tag} -j FLANNEL-POSTRTG"
+    assert f"{tag} -j FLANNEL-POSTRTG" in chains["POSTROUTING"]
     assert chains["FLANNEL-POSTRTG"] == [
         f"-m mark --mark 0x4000/0x4000 {tag} -j RETURN",
         f"-s 10.244.0.0/16 -d 10.244.0.0/16 {tag} -j RETURN",
@@ -330,8 +344,22 @@ def test_flanneld_masquerade_rules():
         f"! -s 10.244.0.0/16 -d 10.244.1.0/24 {tag} -j RETURN",
         f"! -s 10.244.0.0/16 -d 10.244.0.0/16 {tag} -j MASQUERADE --random-fully",
     ]
+    lab = lab_of("flannel")
+    [_, forward] = vxlan.masquerade(lab, lab.node("worker"))
+    fwd = '-m comment --comment "flanneld forward"'
+    assert forward.chains == {
+        "FORWARD": [f"{fwd} -j FLANNEL-FWD"],
+        "FLANNEL-FWD": [f"-s 10.244.0.0/16 {fwd} -j ACCEPT", f"-d 10.244.0.0/16 {fwd} -j ACCEPT"],
+    }
     no_masq = nat(plan_of("flannel", **{"ipMasq: true ": "ipMasq: false "}), "worker")
     assert "FLANNEL-POSTRTG" not in no_masq
+
+
+def test_vxlan_hairpin_follows_the_spec():
+    lab = lab_of("flannel", **{"ipMasq: true ": "hairpinMode: false\n  ipMasq: true "})
+    assert not any("hairpin on" in line for line in links(vxlan, lab, "worker"))
+    written = files(compile_plan(lab), "worker")
+    assert json.loads(written[vxlan.CONF_PATH])["plugins"][0]["delegate"]["hairpinMode"] is False
 
 
 @pytest.mark.parametrize("name", ["kind", "flannel", "kthw-hostgw"])
