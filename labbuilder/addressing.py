@@ -88,3 +88,13 @@ def host_veth(lab: str, pod_ref: str) -> str:
 def ip_mac(ip: IPv4Address) -> str:
     """The 2018 bridge plugin's MAC: 0a:58 followed by the four IP bytes (seed 004)."""
     return "0a:58:" + ":".join(f"{b:02x}" for b in ip.packed)
+
+
+def node_mac(ip: IPv4Address) -> str:
+    """A node's eth0 MAC the way Docker derives a container's: 02:42 followed by the IP bytes."""
+    return "02:42:" + ":".join(f"{b:02x}" for b in ip.packed)
+
+
+def hashed_mac(*parts: str) -> str:
+    """A stable locally administered unicast MAC for links with no address to derive one from."""
+    return "02:" + ":".join(f"{b:02x}" for b in _digest("mac", *parts)[:5])

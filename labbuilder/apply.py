@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import PurePosixPath
 
 from docker.models.containers import Container
+from pyroute2.netlink.exceptions import NetlinkError
 
 from labbuilder.errors import LabError
 from labbuilder.netlink import Netlink
@@ -45,6 +46,15 @@ NetlinkOp = Veth | Bridge | Vxlan | Master | Hairpin | LinkUp | Address | Route 
 
 
 def apply_netlink(nl: Netlink, op: NetlinkOp) -> None:
+    """Apply one operation; a kernel refusal names the operation as the command a person would type."""
+    try:
+        _dispatch(nl, op)
+    except NetlinkError as err:
+        where = op.ns.container + (f" ({op.ns.netns})" if op.ns.netns else "")
+        raise LabError(f"{where}: `{op.describe()}` failed: {err.args[-1] if err.args else err}") from None
+
+
+def _dispatch(nl: Netlink, op: NetlinkOp) -> None:
     match op:
         case Veth():
             nl.veth(op)
@@ -115,16 +125,24 @@ class Applier:
         if not container.put_archive("/", buffer.getvalue()):
             raise LabError(f"{container.name}: could not write {', '.join(files)}")
 
-    def start_processes(self, container: Container, ops: list[Process]) -> None:
-        """Start each process once: a live pid in its pidfile means it is already running."""
+    def start_processes(self, container: Container, ops: list[Process]) -> list[str]:
+        """Start each process once: a live pid in its pidfile means it is already running.
+
+        Returns the names of the processes it had to start.
+        """
         if not ops:
-            return
+            return []
         lines = [
             f"mkdir -p {PID_DIR}",
             'start() { f="$1"; shift; if [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then return 0; fi; '
-            'setsid "$@" </dev/null >/dev/null 2>&1 & echo $! > "$f"; }',
+            'setsid "$@" </dev/null >/dev/null 2>&1 & echo $! > "$f"; echo "started ${f##*/}"; }',
         ]
         for op in ops:
             argv = ["ip", "netns", "exec", op.ns.netns, *op.argv] if op.ns.netns else list(op.argv)
             lines.append(f"start {PID_DIR}/{shlex.quote(op.name)}.pid {shlex.join(argv)}")
-        self.runtime.run(container, ["sh", "-ec", "\n".join(lines)])
+        output = self.runtime.run(container, ["sh", "-ec", "\n".join(lines)])
+        return [
+            line.removeprefix("started ").removesuffix(".pid")
+            for line in output.splitlines()
+            if line.startswith("started ")
+        ]

@@ -119,6 +119,31 @@ def down(lab: str) -> None:
 
 
 @main.command()
+@click.argument("lab")
+@click.option("-q", "--quiet", is_flag=True, help="print only the count of repairs")
+@user_errors
+def reset(lab: str, quiet: bool) -> None:
+    """Put a running LAB back to its pristine state, and say what was repaired.
+
+    Removes what a learner added (netns, links, addresses, routes), restores what was lost
+    (veths, addresses, routes, iptables tables, files, dead workloads, stopped containers)
+    and leaves intact parts alone. Needs no lab file: the lab remembers its spec.
+
+    \b
+    Example:
+      docker exec kthw-worker-0 ip route flush table main   # break something
+      labbuilder reset kthw
+    """
+    from labbuilder.reset import reset as reset_lab
+
+    repairs = reset_lab(lab, progress=progress_printer(quiet))
+    if not quiet:
+        for line in repairs:
+            console.print(f"  repaired  {line}", markup=False, highlight=False)
+    console.print(f"lab {lab}: {len(repairs) or 'nothing'} repaired" + ("" if repairs else " — it was intact"))
+
+
+@main.command()
 @click.argument("lab", required=False)
 @user_errors
 def status(lab: str | None) -> None:

@@ -70,7 +70,7 @@ def up(
             )
         progress(f"lab {lab.name} is already up: converging")
     try:
-        containers = _containers(runtime, plan, tag, digest, progress)
+        containers, _ = ensure_containers(runtime, plan, progress, tag)
         pids = {key: runtime.pid(c) for key, c in containers.items()}
         runtime.put_file(containers[ROUTER], SPEC_COPY, _spec_text(spec))
         applier = Applier(runtime, containers, pids)
@@ -96,19 +96,26 @@ def _spec_text(spec: Spec) -> str:
     return yaml.safe_dump(spec.data, sort_keys=False)
 
 
-def _containers(runtime: DockerRuntime, plan: Plan, tag: str, digest: str, progress: Progress) -> dict[str, Container]:
+def ensure_containers(
+    runtime: DockerRuntime, plan: Plan, progress: Progress = _quiet, tag: str | None = None
+) -> tuple[dict[str, Container], list[str]]:
+    """Every container of the plan, running; returns them and the keys it had to create or start."""
     found = {c.labels.get(LABEL_NODE): c for c in runtime.lab_containers(plan.lab.name)}
     missing = [c for c in plan.containers if c.key not in found]
+    touched = [c.key for c in missing]
     if missing:
+        tag = tag or node_image.ensure_image(runtime.client, on_progress=progress)
+        digest = plan_hash(plan)
         progress(f"creating {len(missing)} containers")
         with ThreadPoolExecutor(max_workers=4) as pool:
             made = pool.map(lambda c: (c.key, runtime.create(c, plan.lab.name, tag, digest)), missing)
             found.update(dict(made))
-    for container in found.values():
+    for key, container in found.items():
         container.reload()
         if container.status != "running":
             container.start()
-    return {c.key: found[c.key] for c in plan.containers}
+            touched.append(str(key))
+    return {c.key: found[c.key] for c in plan.containers}, touched
 
 
 def down(name: str, runtime: DockerRuntime | None = None) -> list[str]:

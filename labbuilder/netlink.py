@@ -11,6 +11,9 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv6Address
+from socket import AF_INET, AF_INET6
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -20,9 +23,25 @@ from labbuilder.errors import LabError
 from labbuilder.plan import Address, Bridge, Fdb, Hairpin, LinkUp, Master, Neighbour, Ns, Route, Veth, Vxlan
 
 NUD_PERMANENT = 0x80
+IFF_UP = 1
+MAIN_TABLE = 254
 RTNH_F_ONLINK = 4
 RTPROT_BOOT = 3  # what `ip route add` sets: shown as no proto at all, as in the seeds
+PROTOS = {"kernel": 2, "boot": RTPROT_BOOT}
 SCOPES = {"host": 254, "link": 253, "universe": 0}
+
+
+@dataclass(frozen=True)
+class LinkState:
+    kind: str | None  # "veth", "bridge", "vxlan"…; None for lo and kinds without link info
+    up: bool
+    master: str | None
+
+
+def eui64_link_local(mac: str) -> str:
+    b = [int(x, 16) for x in mac.split(":")]
+    eui = [b[0] ^ 0x02, b[1], b[2], 0xFF, 0xFE, b[3], b[4], b[5]]
+    return str(IPv6Address(bytes([0xFE, 0x80, 0, 0, 0, 0, 0, 0, *eui])))
 
 
 def ns_path(pid: int, ns: Ns) -> str:
@@ -62,6 +81,73 @@ class Netlink:
         if not found:
             raise LabError(f"{ns.container}{'/' + ns.netns if ns.netns else ''}: no link named {ifname}")
         return int(found[0])
+
+    # -- reading state (for reset) -----------------------------------------------------------
+    def links(self, ns: Ns) -> dict[str, LinkState]:
+        msgs = list(self.ipr(ns).link("dump"))
+        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in msgs}
+        result = {}
+        for m in msgs:
+            info = m.get_attr("IFLA_LINKINFO")
+            kind = info.get_attr("IFLA_INFO_KIND") if info else None
+            master = m.get_attr("IFLA_MASTER")
+            result[names[m["index"]]] = LinkState(kind, bool(m["flags"] & IFF_UP), names.get(master))
+        return result
+
+    def addresses(self, ns: Ns) -> set[tuple[str, str]]:
+        """(ifname, "ip/prefix") for every IPv4 address."""
+        ipr = self.ipr(ns)
+        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.link("dump")}
+        return {
+            (names[m["index"]], f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
+            for m in ipr.addr("dump", family=AF_INET)
+        }
+
+    def routes(self, ns: Ns) -> dict[tuple[str, str | None], dict[str, Any]]:
+        """IPv4 routes of the main table keyed by (dst, gateway), with what deleting one needs."""
+        result = {}
+        for m in self.ipr(ns).route("dump", family=AF_INET, table=MAIN_TABLE):
+            dst = f"{m.get_attr('RTA_DST') or '0.0.0.0'}/{m['dst_len']}"
+            key = (dst, m.get_attr("RTA_GATEWAY"))
+            result[key] = {"dst": dst, "gateway": key[1], "oif": m.get_attr("RTA_OIF"), "table": MAIN_TABLE}
+        return result
+
+    def restore_link_local(self, ns: Ns) -> list[str]:
+        """Give back the IPv6 link-local address a flush took (the kernel only makes one at link up).
+
+        Only where IPv6 is on in that namespace (lo holds ::1); the address is the EUI-64 of the
+        link's MAC, exactly what the kernel would have made. Returns the links it repaired.
+        """
+        ipr = self.ipr(ns)
+        v6 = list(ipr.addr("dump", family=AF_INET6))
+        if not v6:
+            return []
+        have = {m["index"] for m in v6 if m.get_attr("IFA_ADDRESS", "").startswith("fe80:")}
+        repaired = []
+        for link in ipr.link("dump"):
+            mac, name = link.get_attr("IFLA_ADDRESS"), link.get_attr("IFLA_IFNAME")
+            if link["index"] in have or name == "lo" or not mac or not link["flags"] & IFF_UP:
+                continue
+            ipr.addr(
+                "add",
+                index=link["index"],
+                address=eui64_link_local(mac),
+                prefixlen=64,
+                family=AF_INET6,
+                scope=SCOPES["link"],
+            )
+            repaired.append(name)
+        return repaired
+
+    def delete_link(self, ns: Ns, ifname: str) -> None:
+        _tolerate(errno.ENODEV, lambda: self.ipr(ns).link("del", index=self.index(ns, ifname)))
+
+    def delete_address(self, ns: Ns, ifname: str, cidr: str) -> None:
+        ip, prefix = cidr.split("/")
+        self.ipr(ns).addr("del", index=self.index(ns, ifname), address=ip, prefixlen=int(prefix))
+
+    def delete_route(self, ns: Ns, route: dict[str, Any]) -> None:
+        _tolerate(errno.ESRCH, lambda: self.ipr(ns).route("del", **{k: v for k, v in route.items() if v is not None}))
 
     # -- operations ------------------------------------------------------------------------
     def veth(self, op: Veth) -> None:
@@ -124,7 +210,10 @@ class Netlink:
         )
 
     def route(self, op: Route) -> None:
-        spec: dict[str, Any] = {"dst": "0.0.0.0/0" if op.dst == "default" else op.dst, "proto": RTPROT_BOOT}
+        spec: dict[str, Any] = {
+            "dst": "0.0.0.0/0" if op.dst == "default" else op.dst,
+            "proto": PROTOS[op.proto or "boot"],
+        }
         if op.via:
             spec["gateway"] = op.via
         if op.dev:

@@ -12,6 +12,7 @@ import hashlib
 import shlex
 from dataclasses import dataclass, field
 
+from labbuilder.addressing import hashed_mac, node_mac
 from labbuilder.model import Lab, Node
 
 ROUTER = "router"  # the key of the router's steps in Plan.steps
@@ -139,11 +140,13 @@ class Route:
     scope: str | None = None  # "host", "link"
     src: str | None = None
     onlink: bool = False
+    proto: str | None = None  # "kernel" only when reset restores an address's connected route
 
     def describe(self) -> str:
         text = f"{self.ns.ip()} route replace {self.dst}"
         text += f" via {self.via}" if self.via else ""
         text += f" dev {self.dev}" if self.dev else ""
+        text += f" proto {self.proto}" if self.proto else ""
         text += f" scope {self.scope}" if self.scope else ""
         text += f" src {self.src}" if self.src else ""
         return text + (" onlink" if self.onlink else "")
@@ -274,7 +277,7 @@ def router_steps(lab: Lab) -> list[Op]:
     ns = Ns(ROUTER)
     net = lab.network
     ops: list[Op] = [
-        Bridge(ns, net.bridge, mtu=lab.cni.mtu),
+        Bridge(ns, net.bridge, mac=node_mac(net.gateway), mtu=lab.cni.mtu),
         Address(ns, net.bridge, str(net.gateway_interface)),
         LinkUp(ns, net.bridge),
     ]
@@ -289,7 +292,16 @@ def uplink_steps(lab: Lab, node: Node) -> list[Op]:
     peer = uplink_name(node)
     prefix = lab.network.cidr.prefixlen
     return [
-        Veth(router, peer, here, "eth0", mtu=lab.cni.mtu),
+        # Fixed MACs: the same spec gives the same `ip link` everywhere, across rebuilds and resets.
+        Veth(
+            router,
+            peer,
+            here,
+            "eth0",
+            mac=hashed_mac(lab.name, "uplink", node.name),
+            peer_mac=node_mac(node.ip),
+            mtu=lab.cni.mtu,
+        ),
         Master(router, peer, lab.network.bridge),
         LinkUp(router, peer),
         Address(here, "eth0", f"{node.ip}/{prefix}"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from labbuilder.addressing import hashed_mac
 from labbuilder.model import Lab, Node, Pod
 from labbuilder.plan import AddNetns, Address, LinkUp, Ns, Op, Route, Veth, WriteFile
 
@@ -11,7 +12,15 @@ def pod_link(lab: Lab, pod: Pod, mac: str | None = None, mtu: int | None = None)
     node, pod_ns = Ns(pod.node), Ns(pod.node, pod.netns)
     return [
         AddNetns(pod_ns),
-        Veth(node, pod.host_veth, pod_ns, "eth0", peer_mac=mac, mtu=mtu or lab.cni.mtu),
+        Veth(
+            node,
+            pod.host_veth,
+            pod_ns,
+            "eth0",
+            mac=hashed_mac(lab.name, "veth", pod.ref),
+            peer_mac=mac or hashed_mac(lab.name, "pod", pod.ref),
+            mtu=mtu or lab.cni.mtu,
+        ),
         LinkUp(pod_ns, "lo"),
         Address(pod_ns, "eth0", f"{pod.ip}/{lab.node(pod.node).pod_cidr.prefixlen}"),  # type: ignore[union-attr]
         LinkUp(pod_ns, "eth0"),

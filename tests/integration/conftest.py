@@ -88,17 +88,34 @@ def bring_up(lab_file: str, name: str) -> Iterator[str]:
 _VOLATILE = [
     (re.compile(r"\[\d+:\d+\]"), "[0:0]"),  # iptables packet counters move with any traffic
     (re.compile(r"\b(\w+_timer)\s+[\d.]+"), r"\1 -"),  # bridge timers tick
+    # A recreated link gets a new ifindex; everything else about it (name, MAC, addresses) is fixed.
+    (re.compile(r"^\d+: ", re.M), "N: "),
+    (re.compile(r"@if\d+"), "@ifN"),
+    (re.compile(r"link-netnsid \d+"), "link-netnsid N"),
+    (re.compile(r"\b(valid_lft|preferred_lft) \S+"), r"\1 -"),
+    (re.compile(r"\(id: \d+\)"), "(id: N)"),
 ]
+
+
+def _blocks(text: str) -> list[str]:
+    """`ip link`/`ip addr` output as one block per link, in name order rather than ifindex order."""
+    blocks: list[str] = []
+    for line in text.splitlines():
+        if re.match(r"\d+: ", line) or not blocks:
+            blocks.append(line)
+        else:
+            blocks[-1] += "\n" + line
+    return sorted(blocks, key=lambda block: re.sub(r"^\d+: ", "", block))
 
 
 def dump(lab: str) -> str:
     """Normalised state of every container and pod of a lab: links, addresses, routes, netns, iptables."""
     parts = []
     for name in lab_containers(lab):
-        namespaces = [[]] + [["ip", "netns", "exec", n.split()[0]] for n in dexec(name, "ip", "netns").splitlines()]
+        namespaces = [[]] + [["ip", "netns", "exec", n.split()[0]] for n in sorted(dexec(name, "ip", "netns").splitlines())]
         for prefix in namespaces:
             for argv in (["ip", "-d", "link"], ["ip", "addr"], ["ip", "route"], ["iptables-save"]):
-                out = dexec(name, *prefix, *argv)
+                out = "\n".join(_blocks(dexec(name, *prefix, *argv)))
                 for pattern, replacement in _VOLATILE:
                     out = pattern.sub(replacement, out)
                 lines = [line for line in out.splitlines() if not line.startswith("#")]

@@ -20,7 +20,7 @@ from labbuilder.netfilter import normalise, parse_save
 from labbuilder.plan import Iptables, compile_plan
 from labbuilder.resolve import build_model
 from labbuilder.spec import load
-from tests.integration.conftest import ROOT, bring_up, dexec, host_state, lab_containers, labbuilder, pod_exec, sh
+from tests.integration.conftest import ROOT, bring_up, dexec, dump, host_state, lab_containers, labbuilder, pod_exec, sh
 
 pytestmark = pytest.mark.docker
 
@@ -329,6 +329,23 @@ def test_hostgw_services_answer_from_pods(hostgw):
     # A controller (no pods, host-gw routes only) reaches pods directly too.
     target = pod(HOSTGW, "nginx", "worker-1")
     assert "1 received" in dexec("kthw-hostgw-controller-0", "ping", "-c", "1", "-W", "2", str(target.ip))
+
+
+# -- converging ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["kind", "flannel"])
+def test_second_up_converges_to_the_same_datapath(name, request):
+    request.getfixturevalue(name)
+    overlay = [["bridge", "fdb", "show", "dev", "flannel.1"], ["ip", "neigh", "show", "dev", "flannel.1"]]
+
+    def state() -> str:
+        extra = [dexec(f"{name}-worker", *argv) for argv in overlay] if name == "flannel" else []
+        return "\n".join([dump(name), *extra])
+
+    before = state()
+    assert "already up and has converged" in labbuilder("up", str(ROOT / f"labs/{name}.yaml")).stdout
+    assert state() == before
 
 
 # -- last: nothing left behind ---------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from labbuilder.addressing import hashed_mac
 from labbuilder.cni.bridge import masq_chain
 from labbuilder.plan import ROUTER, AddNetns, Iptables, Route, Veth, WriteFile, compile_plan
 from labbuilder.resolve import build_model
@@ -21,7 +22,7 @@ def describe(plan, key):
 def test_router_holds_the_gateway_and_the_vpc_routes():
     plan = kthw_plan()
     assert describe(plan, ROUTER) == [
-        "ip link add lab0 mtu 1500 type bridge",
+        "ip link add lab0 address 02:42:0a:f0:00:01 mtu 1500 type bridge",  # Docker-style MAC from 10.240.0.1
         "ip addr add 10.240.0.1/24 dev lab0",
         "ip link set lab0 up",
         "ip route replace 10.200.0.0/24 via 10.240.0.20",
@@ -34,7 +35,8 @@ def test_worker_gets_uplink_bridge_pods_and_masquerade():
     plan = kthw_plan()
     lines = describe(plan, "worker-0")
     assert lines[:6] == [
-        "ip link add worker-0 mtu 1500 type veth peer name eth0 mtu 1500 netns <pid of worker-0>",
+        f"ip link add worker-0 address {hashed_mac('kthw', 'uplink', 'worker-0')} mtu 1500 type veth "
+        "peer name eth0 address 02:42:0a:f0:00:14 mtu 1500 netns <pid of worker-0>",
         "ip link set worker-0 master lab0",
         "ip link set worker-0 up",
         "ip addr add 10.240.0.20/24 dev eth0",
@@ -48,7 +50,8 @@ def test_worker_gets_uplink_bridge_pods_and_masquerade():
         ns = pod.netns
         assert f"ip netns add {ns}" in lines
         assert (
-            f"ip link add {pod.host_veth} mtu 1500 type veth peer name eth0 address "
+            f"ip link add {pod.host_veth} address {hashed_mac('kthw', 'veth', pod.ref)} mtu 1500 type veth "
+            "peer name eth0 address "
             f"0a:58:{':'.join(f'{b:02x}' for b in pod.ip.packed)} mtu 1500 netns {ns}"
         ) in lines
         assert f"ip -n {ns} addr add {pod.ip}/24 dev eth0" in lines

@@ -1,0 +1,78 @@
+"""reset: a learner breaks the lab in many ways; reset puts back exactly the freshly built state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from labbuilder.lab import resolve_file
+from tests.integration.conftest import ROOT, bring_up, dexec, dump, labbuilder, pod_exec, sh
+
+pytestmark = pytest.mark.docker
+KTHW = resolve_file(str(ROOT / "labs/kthw.yaml"), "resetkthw")[1].lab  # names derive from the lab name
+
+
+@pytest.fixture(scope="module")
+def lab(host_before) -> Iterator[str]:
+    yield from bring_up(str(ROOT / "labs/kthw.yaml"), "resetkthw")
+
+
+def sabotage(lab: str) -> None:
+    w0, w1, w2 = (f"{lab}-worker-{i}" for i in range(3))
+    pod0, pod2 = KTHW.node("worker-0").pods[1], KTHW.node("worker-2").pods[0]
+    dexec(w0, "ip", "route", "flush", "table", "main")  # flush routes on a node
+    dexec(w0, "ip", "link", "del", pod0.host_veth)  # delete a pod's veth
+    dexec(w1, "iptables", "-t", "nat", "-F")  # flush the nat table
+    pid = dexec(w1, "cat", f"/run/labbuilder/pids/{KTHW.node('worker-1').pods[0].name}.pid").strip()
+    dexec(w1, "kill", pid)  # kill a workload, by its pid
+    dexec(w2, "ip", "netns", "add", "stray")  # add a stray netns
+    pod_exec(w2, pod2.netns, "ip", "addr", "flush", "dev", "eth0")  # change an address
+    pod_exec(w2, pod2.netns, "ip", "addr", "add", "10.200.2.99/24", "dev", "eth0")
+    dexec(w2, "sh", "-c", "echo broken > /etc/cni/net.d/10-bridge.conf")  # a file labbuilder wrote
+    dexec(f"{lab}-router", "ip", "route", "del", "10.200.1.0/24")
+    dexec(f"{lab}-router", "ip", "addr", "add", "10.240.0.250/24", "dev", "lab0")
+
+
+def test_reset_restores_the_freshly_built_state(lab):
+    fresh = dump(lab)
+    sabotage(lab)
+    assert dump(lab) != fresh
+    result = labbuilder("reset", lab)
+    for expected in ("worker-0: route default via 10.240.0.1 restored",
+                     f"worker-0: link {KTHW.node('worker-0').pods[1].host_veth} restored",
+                     "worker-1: iptables nat restored",
+                     f"worker-1: process {KTHW.node('worker-1').pods[0].name} restarted",
+                     "worker-2: netns stray removed",
+                     "stray address 10.200.2.99/24 on eth0",
+                     "worker-2: file /etc/cni/net.d/10-bridge.conf restored",
+                     "router: route 10.200.1.0/24 via 10.240.0.21 restored",
+                     "router: stray address 10.240.0.250/24 on lab0 removed"):
+        assert expected in result.stdout, result.stdout
+    assert dump(lab) == fresh
+    # and it works again: the repaired pod reaches a pod across the lab
+    pod0, target = KTHW.node("worker-0").pods[1], KTHW.node("worker-1").pods[0]
+    assert "1 received" in pod_exec(f"{lab}-worker-0", pod0.netns, "ping", "-c", "1", "-W", "2", str(target.ip))
+    assert "pod=" in pod_exec(f"{lab}-worker-0", pod0.netns, "curl", "-s", "-m", "3", f"http://{target.ip}/")
+
+
+def test_reset_of_an_intact_lab_changes_nothing(lab):
+    before = dump(lab)
+    result = labbuilder("reset", lab)
+    assert "nothing repaired" in result.stdout
+    assert dump(lab) == before
+
+
+def test_reset_brings_back_a_removed_node_container(lab):
+    sh("docker", "rm", "-f", f"{lab}-worker-1")
+    result = labbuilder("reset", lab)
+    assert "worker-1: container recreated" in result.stdout
+    pod = KTHW.node("worker-1").pods[0]
+    assert "pod=" in pod_exec(f"{lab}-worker-0", KTHW.node("worker-0").pods[0].netns,
+                              "curl", "-s", "-m", "3", f"http://{pod.ip}/")
+
+
+def test_reset_of_an_unknown_lab_is_a_clear_error():
+    result = labbuilder("reset", "no-such-lab", check=False)
+    assert result.returncode == 1
+    assert "no lab named no-such-lab" in result.stderr and "Traceback" not in result.stderr
