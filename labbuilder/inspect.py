@@ -202,7 +202,8 @@ def node_state(node: Node, container_state: str, started: float | None, snap: No
 class ContainerState:
     name: str
     process: str  # pidfile stem
-    ready: bool
+    running: bool  # its process is alive in the pod's netns
+    ready: bool  # running, and the pod has its address (a server without one serves nobody)
     pid: int | None
     started: int | None
 
@@ -250,7 +251,8 @@ def pod_state(lab: Lab, node: Node, pod: Pod, snap: NodeSnapshot | None, host_ip
     expected = pod_containers(lab, node, pod)
     if snap is None:
         unknown = tuple(
-            ContainerState(container_name(pod, p), p, False, None, None) for p in expected or [f"{pod.name}.pause"]
+            ContainerState(container_name(pod, p), p, False, False, None, None)
+            for p in expected or [f"{pod.name}.pause"]
         )
         return PodState(pod, "Unknown", None, None, False, unknown, None, (f"node {node.name} is not running",))
 
@@ -273,12 +275,12 @@ def pod_state(lab: Lab, node: Node, pod: Pod, snap: NodeSnapshot | None, host_ip
     # A pod with nothing but its sandbox (busybox-like): the sandbox is its one container.
     for stem in expected or [f"{pod.name}.pause"]:
         process = snap.processes.get(stem)
-        ok = inside(process)
+        running = inside(process)
         name = container_name(pod, stem) if expected else (pod.workload or pod.name)
-        if netns is not None and expected and not ok:
+        if netns is not None and expected and not running:
             problems.append(f"container {name} is not running")
         pid, written = (process.pid, process.written) if process else (None, None)
-        containers.append(ContainerState(name, stem, ok, pid, written))
+        containers.append(ContainerState(name, stem, running, running and ip is not None, pid, written))
     status = "NotReady" if problems else "Running"
     started = float(pause.written) if pause and pause.written else None
     return PodState(pod, status, ip, host_ip, sandbox, tuple(containers), started, tuple(problems))
@@ -653,9 +655,9 @@ def pod_object(lab: Lab, state: PodState) -> dict[str, Any]:
                 "name": c.name,
                 "ready": c.ready,
                 "restartCount": 0,
-                "started": c.ready,
-                "state": {"running": {"startedAt": timestamp(c.started)}} if c.ready else {"terminated": {}},
-                "labbuilder/pid": c.pid,
+                "started": c.running,
+                "state": {"running": {"startedAt": timestamp(c.started)}} if c.running else {"terminated": {}},
+                "containerID": f"pid://{c.pid}" if c.pid else None,
             }
             for c in state.containers
         ],
@@ -845,3 +847,24 @@ def runtime_version(runtime: DockerRuntime) -> str:
         return "docker://" + str(runtime.client.version().get("Version", ""))
     except Exception:  # only decoration for -o wide
         return "docker"
+
+
+def find_pod(lab: Lab, query: str, node: str | None = None) -> Pod:
+    """A pod by its full name or a unique prefix, on `node` or anywhere in the lab."""
+    pods = [p for p in lab.pods if node is None or p.node == node]
+    where = f"on {node}" if node else f"in lab {lab.name}"
+    for pod in pods:
+        if pod.name == query:
+            return pod
+    matches = [p for p in pods if p.name.startswith(query)]
+    if len(matches) == 1:
+        return matches[0]
+
+    def listing(candidates: list[Pod]) -> str:
+        return ", ".join(p.name if node else f"{p.node}/{p.name}" for p in candidates)
+
+    if not matches:
+        hint = f"pods {where}: {listing(pods)}" if pods else f"no pods run {where}"
+        raise LabError(f"no pod {query!r} {where}", hint=hint)
+    what = f"{query!r} matches" if query else "a pod name is needed:"
+    raise LabError(f"{what} {len(matches)} pods {where}: {listing(matches)}", hint="give more of the name")

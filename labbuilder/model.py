@@ -133,11 +133,19 @@ class Service:
 
 @dataclass(frozen=True)
 class Check:
-    source: str
-    target: str
+    """One thing `labbuilder check` verifies: reach, a route, a DNS answer, a NAT translation."""
+
+    name: str
+    source: str | None = None  # node/NAME or pod/NAME
+    target: str | None = None  # node/, pod/, service/NAME, IP or IP:PORT
     expect: Literal["reach", "no-reach"] = "reach"
-    protocol: str | None = None
+    protocol: Literal["icmp", "tcp", "udp"] | None = None
     port: int | None = None
+    nat: Literal["snat", "dnat", "none"] | None = None
+    on: str | None = None  # for route checks
+    route: str | None = None
+    dns: str | None = None
+    answer: str | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 from typing import Any
 
 from labbuilder import addressing
-from labbuilder.errors import Problem, SpecError
+from labbuilder.errors import LabError, Problem, SpecError
 from labbuilder.model import (
     Check,
     Cluster,
@@ -152,11 +152,23 @@ class _Resolver:
         nodes = self.place_pods(nodes, cluster)
         services = self.services(cluster, nodes)
         style = self.data.get("kubeProxy", {}).get("style", "current")
-        checks = tuple(
-            Check(c["from"], c["to"], c.get("expect", "reach"), c.get("protocol"), c.get("port"))
-            for c in self.data.get("checks", [])
-        )
-        return Lab(self.data["name"], network, cluster, cni, tuple(nodes), services, checks, style)
+        lab = Lab(self.data["name"], network, cluster, cni, tuple(nodes), services, (), style)
+        return replace(lab, checks=self.checks(lab, self.data.get("checks", []), ("checks",)))
+
+    def checks(self, lab: Lab, items: list[dict[str, Any]], path: Path_) -> tuple[Check, ...]:
+        """Checks whose names (pods, nodes, services) all exist in the lab."""
+        from labbuilder.checks import check_from_spec, probe_for
+
+        result = []
+        for i, item in enumerate(items):
+            check = check_from_spec(item, i)
+            try:
+                probe_for(lab, check)
+            except LabError as err:
+                self.error((*path, i), f"check {check.name!r}: {err.message}", err.hint)
+                continue
+            result.append(check)
+        return tuple(result)
 
     def check_disjoint(self, ranges: dict[Path_, IPv4Network]) -> None:
         items = list(ranges.items())

@@ -50,7 +50,8 @@ class _Builder:
         if isinstance(node, yaml.MappingNode):
             result: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                key = self.build(key_node, path)
+                # Keys are names, never YAML 1.1 booleans: `on:` stays "on", not True.
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else self.build(key_node, path)
                 here = (*path, key)
                 if key in result:
                     mark = key_node.start_mark
@@ -87,8 +88,8 @@ def resolve_path(name: str) -> Path:
     raise LabError(f"{name}: no such lab file", hint="give a path to a .yaml lab file, or a shipped lab name")
 
 
-def load_text(text: str, file: str) -> Spec:
-    """Parse and schema-check; raises SpecError with every located problem."""
+def load_text(text: str, file: str, schema: dict[str, Any] | None = None) -> Spec:
+    """Parse and schema-check (the lab schema unless another is given); SpecError lists every problem."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as err:
@@ -98,11 +99,11 @@ def load_text(text: str, file: str) -> Spec:
             [Problem(f"YAML syntax: {err.problem}", file, line, col, "check indentation and quoting")]
         ) from None
     if root is None:
-        raise SpecError([Problem("the lab file is empty", file, 1, 1, "start with `name: mylab`")])
+        raise SpecError([Problem("the file is empty", file, 1, 1, "start with `name: mylab`")])
     builder = _Builder(file)
     data = builder.build(root, ())
     spec = Spec(data if isinstance(data, dict) else {}, file, builder.positions)
-    problems = builder.problems + schema_problems(spec, data)
+    problems = builder.problems + schema_problems(spec, data, schema or lab_schema())
     if problems:
         raise SpecError(problems)
     return spec
@@ -123,8 +124,8 @@ def lab_schema() -> dict[str, Any]:
     return schema
 
 
-def schema_problems(spec: Spec, data: Any) -> list[Problem]:
-    validator = jsonschema.Draft202012Validator(lab_schema())
+def schema_problems(spec: Spec, data: Any, schema: dict[str, Any]) -> list[Problem]:
+    validator = jsonschema.Draft202012Validator(schema)
     problems = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
         path = tuple(error.absolute_path)

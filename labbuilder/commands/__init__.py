@@ -4,4 +4,8 @@ from __future__ import annotations
 
 import click
 
+from labbuilder.commands import instructor, kubectl
+
 COMMANDS: list[click.Command] = []
+COMMANDS += kubectl.COMMANDS  # get, exec
+COMMANDS += instructor.COMMANDS  # check, exercise

@@ -112,7 +112,8 @@ def dump(lab: str) -> str:
     """Normalised state of every container and pod of a lab: links, addresses, routes, netns, iptables."""
     parts = []
     for name in lab_containers(lab):
-        namespaces = [[]] + [["ip", "netns", "exec", n.split()[0]] for n in sorted(dexec(name, "ip", "netns").splitlines())]
+        pods = sorted(line.split()[0] for line in dexec(name, "ip", "netns").splitlines())
+        namespaces = [[], *(["ip", "netns", "exec", netns] for netns in pods)]
         for prefix in namespaces:
             for argv in (["ip", "-d", "link"], ["ip", "addr"], ["ip", "route"], ["iptables-save"]):
                 out = "\n".join(_blocks(dexec(name, *prefix, *argv)))

@@ -39,15 +39,17 @@ def test_reset_restores_the_freshly_built_state(lab):
     sabotage(lab)
     assert dump(lab) != fresh
     result = labbuilder("reset", lab)
-    for expected in ("worker-0: route default via 10.240.0.1 restored",
-                     f"worker-0: link {KTHW.node('worker-0').pods[1].host_veth} restored",
-                     "worker-1: iptables nat restored",
-                     f"worker-1: process {KTHW.node('worker-1').pods[0].name} restarted",
-                     "worker-2: netns stray removed",
-                     "stray address 10.200.2.99/24 on eth0",
-                     "worker-2: file /etc/cni/net.d/10-bridge.conf restored",
-                     "router: route 10.200.1.0/24 via 10.240.0.21 restored",
-                     "router: stray address 10.240.0.250/24 on lab0 removed"):
+    for expected in (
+        "worker-0: route default via 10.240.0.1 restored",
+        f"worker-0: link {KTHW.node('worker-0').pods[1].host_veth} restored",
+        "worker-1: iptables nat restored",
+        f"worker-1: process {KTHW.node('worker-1').pods[0].name} restarted",
+        "worker-2: netns stray removed",
+        "stray address 10.200.2.99/24 on eth0",
+        "worker-2: file /etc/cni/net.d/10-bridge.conf restored",
+        "router: route 10.200.1.0/24 via 10.240.0.21 restored",
+        "router: stray address 10.240.0.250/24 on lab0 removed",
+    ):
         assert expected in result.stdout, result.stdout
     assert dump(lab) == fresh
     # and it works again: the repaired pod reaches a pod across the lab
@@ -68,8 +70,9 @@ def test_reset_brings_back_a_removed_node_container(lab):
     result = labbuilder("reset", lab)
     assert "worker-1: container recreated" in result.stdout
     pod = KTHW.node("worker-1").pods[0]
-    assert "pod=" in pod_exec(f"{lab}-worker-0", KTHW.node("worker-0").pods[0].netns,
-                              "curl", "-s", "-m", "3", f"http://{pod.ip}/")
+    assert "pod=" in pod_exec(
+        f"{lab}-worker-0", KTHW.node("worker-0").pods[0].netns, "curl", "-s", "-m", "3", f"http://{pod.ip}/"
+    )
 
 
 def test_reset_of_an_unknown_lab_is_a_clear_error():

@@ -46,9 +46,14 @@ def test_duplicate_keys_are_reported():
 
 
 def test_empty_file_is_an_error():
-    assert problems_of("") == ["lab.yaml:1:1: the lab file is empty (start with `name: mylab`)"]
+    assert problems_of("") == ["lab.yaml:1:1: the file is empty (start with `name: mylab`)"]
 
 
 def test_shipped_labs_load_by_name_and_validate_against_the_schema():
     for name in ("kthw", "kthw-nomasq"):
         assert load(name).data["name"] == name
+
+
+def test_keys_are_names_even_when_yaml_would_read_a_boolean():
+    spec = load_text("name: mini\nnodes: [{name: a}]\nchecks: [{on: router, route: default}]\n", "lab.yaml")
+    assert spec.data["checks"] == [{"on": "router", "route": "default"}]
