@@ -179,7 +179,8 @@ def probe_for(lab: Lab, check: Check) -> Probe:
     description = f"{source.label} → {to.label} ({protocol} {shown}) {check.expect}"
     follow_up = None
     if check.nat:
-        follow_up = ("conntrack", "-L", "-d", str(to.ip))
+        # Only this protocol's entries: a ping and a connect from one pod to one IP may run together.
+        follow_up = ("conntrack", "-L", "-p", protocol, "-d", str(to.ip))
         description += f", {check.nat} seen"
     return Probe(check, source, argv, description, _judge_reach(check.expect, protocol), follow_up)
 
