@@ -18,6 +18,7 @@ from docker.models.containers import Container
 from pyroute2.netlink.exceptions import NetlinkError
 
 from labbuilder.errors import LabError
+from labbuilder.kubelet import PID_DIR, STATE_DIR
 from labbuilder.netlink import Netlink
 from labbuilder.plan import (
     AddNetns,
@@ -38,9 +39,7 @@ from labbuilder.plan import (
 )
 from labbuilder.runtime.docker import DockerRuntime
 
-STATE_DIR = "/run/labbuilder"
 RULES_FILE = f"{STATE_DIR}/iptables.rules"
-PID_DIR = f"{STATE_DIR}/pids"
 
 NetlinkOp = Veth | Bridge | Vxlan | Master | Hairpin | LinkUp | Address | Route | Neighbour | Fdb
 

@@ -27,9 +27,8 @@ from typing import Any
 from docker.models.containers import Container
 
 from labbuilder import __version__
-from labbuilder.apply import PID_DIR
 from labbuilder.errors import LabError
-from labbuilder.kubelet import pod_processes
+from labbuilder.kubelet import PID_DIR, pod_processes
 from labbuilder.kubeproxy import NODEPORTS, SERVICES, service_port_name
 from labbuilder.model import Lab, Node, Pod
 from labbuilder.netfilter import Table, parse_save

@@ -12,6 +12,9 @@ from __future__ import annotations
 from labbuilder.model import Lab, Node, Pod
 from labbuilder.plan import Ns, Op, Process, WriteFile
 
+STATE_DIR = "/run/labbuilder"  # inside each node: what labbuilder keeps there
+PID_DIR = f"{STATE_DIR}/pids"  # one pidfile per process it started, named after the process
+
 
 def pod_processes(lab: Lab, node: Node) -> list[Op]:
     ops: list[Op] = []

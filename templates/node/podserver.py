@@ -29,6 +29,7 @@ class PodServer:
 
 class TCPServer(PodServer, socketserver.ThreadingTCPServer):
     kind = "tcp"
+    request_queue_size = 128  # socketserver's default of 5 resets bursts of clients (a learner's curl loop)
 
 
 class UDPServer(PodServer, socketserver.ThreadingUDPServer):
