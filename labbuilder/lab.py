@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import docker.errors
+import yaml
 from docker.models.containers import Container
 
 from labbuilder import image as node_image
@@ -66,7 +67,8 @@ def up(
         if hashes != {digest} or len(existing) != len(plan.containers):
             raise LabError(
                 f"lab {lab.name} is already up, from a different spec or only partly",
-                hint=f"`labbuilder down {lab.name}` first, or `up --name OTHER` for a second copy",
+                hint=f"`labbuilder reset {lab.name}` repairs it, `labbuilder down {lab.name}` removes it; "
+                "`up --name OTHER` starts a second copy",
             )
         progress(f"lab {lab.name} is already up: converging")
     try:
@@ -91,8 +93,6 @@ def up(
 
 
 def _spec_text(spec: Spec) -> str:
-    import yaml
-
     return yaml.safe_dump(spec.data, sort_keys=False)
 
 
