@@ -13,6 +13,7 @@ is removed afterwards, and a raw or mangle table that was not there before goes 
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import secrets
@@ -91,7 +92,7 @@ def _place(lab: Lab, kind: str, name: str) -> Place:
 
 def places(lab: Lab) -> dict[tuple[str, str | None], Place]:
     """Every namespace the model knows, by (container key, netns)."""
-    found = {(ROUTER, None): _place(lab, "node", ROUTER)}
+    found: dict[tuple[str, str | None], Place] = {(ROUTER, None): _place(lab, "node", ROUTER)}
     for node in lab.nodes:
         found[(node.name, None)] = _place(lab, "node", node.name)
         for pod in node.pods:
@@ -408,7 +409,7 @@ class Tracer:
             raise LabError(f"the probe in {source.label} failed: {answer.strip()[-300:]}") from None
         hops = self.hops(source, outputs)
         for hop in hops:
-            self.route(hop)
+            self.route(hop, to.ip)
         trace = Trace(self.lab.name, source, to, probe["outcome"], probe["detail"], hops, [])
         trace.notes = notes(self.lab, trace)
         return trace
@@ -426,21 +427,19 @@ class Tracer:
             return [Hop(source, [])]
         hops = [Hop(place, segment) for place, visits in seen.items() for segment in follow(visits, first.packet["ID"])]
         hops = order(hops)
-        for hop, after in zip(hops, hops[1:], strict=False):
+        for hop, after in itertools.pairwise(hops):
             hop.after = after.visits[0].packet
         return hops
 
-    def route(self, hop: Hop) -> None:
+    def route(self, hop: Hop, default: str) -> None:
         """What `ip route get` says in the hop's namespace for the packet as it was there."""
         if hop.kind == "bridges":
             return
-        dst = hop.destination() or ""
+        dst = hop.destination() or default
         first = hop.visits[0].packet if hop.visits else {}
         argv = ["ip", "route", "get", dst]
         if hop.kind != "sends" and first.get("IN"):
             argv += ["from", first.get("SRC", ""), "iif", first["IN"]]
-        if not dst:
-            return
         hop.route_cmd = shlex.join(argv)
         result = self.runtime.exec(self.containers[hop.place.key], _in_ns(hop.place.netns, argv))
         hop.route = " ".join(result.output.split()).split(" cache")[0].replace(" uid 0", "")
@@ -479,6 +478,11 @@ def notes(lab: Lab, trace: Trace) -> list[str]:
         )
     elif last.kind == "delivers":
         found.append(f"delivered to {last.place.label}")
+    else:
+        found.append(
+            f"the packet died in {last.place.label}: taken in, routed ({last.route}), but neither forwarded nor "
+            "delivered: check `sysctl net.ipv4.ip_forward` and rp_filter there"
+        )
     return found
 
 
@@ -499,7 +503,8 @@ def _rule_lines(hop: Hop, visit: Visit) -> list[str]:
 
 def format_trace(trace: Trace) -> list[str]:
     """The trace as text: one block per hop, in the order the kernel hooks saw the packet."""
-    lines = [f"trace {trace.source.label} → {trace.target.label} {trace.target} in lab {trace.lab}"]
+    to = "" if trace.target.label == trace.target.ip else f"{trace.target.label} "
+    lines = [f"trace {trace.source.label} → {to}{trace.target} in lab {trace.lab}"]
     for number, hop in enumerate(trace.hops, 1):
         lines.append(f"{number:>2}  {hop.place.label}  [{hop.kind}]")
         rows: list[tuple[str, str]] = []

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from labbuilder.commands import instructor, kubectl
+from labbuilder.commands import instructor, kubectl, see
 
 COMMANDS: list[click.Command] = []
 COMMANDS += kubectl.COMMANDS  # get, exec
 COMMANDS += instructor.COMMANDS  # check, exercise
+COMMANDS += [see.graph, see.trace, see.render]  # see a lab: picture, packet path, script

@@ -94,6 +94,8 @@ _VOLATILE = [
     (re.compile(r"link-netnsid \d+"), "link-netnsid N"),
     (re.compile(r"\b(valid_lft|preferred_lft) \S+"), r"\1 -"),
     (re.compile(r"\(id: \d+\)"), "(id: N)"),
+    # Bridge port numbers follow attach order, and nodes attach their uplinks in parallel.
+    (re.compile(r"port_id 0x\w+ port_no 0x\w+ designated_port \d+"), "port -"),
 ]
 
 

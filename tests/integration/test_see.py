@@ -1,0 +1,224 @@
+"""Seeing a running lab: packet traces read from the kernel, the graph of a running lab, and the
+rendered script, run for real, against `up`."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from labbuilder.lab import running_model
+from tests.integration.conftest import ROOT, bring_up, dexec, dump, host_state, lab_containers, labbuilder, sh
+
+pytestmark = pytest.mark.docker
+LAB = "seekthw"
+
+
+@pytest.fixture(scope="module")
+def seekthw(host_before) -> Iterator[str]:
+    yield from bring_up(str(ROOT / "labs/kthw.yaml"), LAB)
+
+
+@pytest.fixture(scope="module")
+def lab(seekthw):
+    return running_model(LAB)
+
+
+def trace(*args: str) -> dict:
+    return json.loads(labbuilder("trace", LAB, *args, "-o", "json").stdout)
+
+
+def hop_at(result: dict, label: str) -> dict:
+    return next(h for h in result["hops"] if h["place"]["label"] == label)
+
+
+def client(lab, node: str):
+    return next(p for p in lab.node(node).pods if p.workload == "busybox")
+
+
+def test_pod_to_cluster_ip_shows_the_dnat_to_an_endpoint_and_every_hop_across_nodes(lab):
+    source = client(lab, "worker-0")
+    nginx = next(s for s in lab.services if s.name == "nginx")
+    pods = {str(p.ip): p for p in lab.pods}
+    for _ in range(20):  # kube-proxy picks an endpoint at random: 2 in 3 are on another node
+        result = trace(f"pod/{source.name}", "service/nginx")
+        node = hop_at(result, "node worker-0")
+        endpoint = pods[node["dnat"].split(":")[0]]
+        if endpoint.node != "worker-0":
+            break
+    assert endpoint.node != "worker-0" and endpoint.workload == "nginx"
+    assert result["target"] == {
+        "ip": str(nginx.cluster_ip),
+        "port": 80,
+        "protocol": "tcp",
+        "label": "service default/nginx",
+    }
+    kinds = [(h["place"]["label"], h["kind"]) for h in result["hops"]]
+    assert kinds == [
+        (f"pod default/{source.name} on worker-0", "sends"),
+        ("node worker-0", "forwards"),
+        ("router", "forwards"),
+        (f"node {endpoint.node}", "forwards"),
+        (f"pod default/{endpoint.name} on {endpoint.node}", "delivers"),
+    ]
+    rules = [hit["rule"] for visit in node["visits"] for hit in visit["hits"]]
+    svc_jump = next(r for r in rules if r.startswith("-A KUBE-SERVICES") and "-j KUBE-SVC-" in r)
+    assert f"-d {nginx.cluster_ip}/32" in svc_jump and "--dport 80" in svc_jump
+    sep = re.search(r"-j (KUBE-SEP-\w+)", next(r for r in rules if r.startswith("-A KUBE-SVC-") and "KUBE-SEP-" in r))
+    assert sep and any(r.startswith(f"-A {sep.group(1)} ") and f"--to-destination {endpoint.ip}:80" in r for r in rules)
+    assert node["dnat"] == f"{endpoint.ip}:80" and node["snat"] == str(lab.node("worker-0").ip)  # ipMasq
+    assert "via 10.240.0.1 dev eth0" in node["route"]
+    assert f"via {lab.node(endpoint.node).ip} dev lab0" in hop_at(result, "router")["route"]
+    assert result["outcome"] == "answered"
+    assert f"pod={endpoint.name} ip={endpoint.ip} client={lab.node('worker-0').ip}:" in result["detail"]
+    text = labbuilder("trace", LAB, f"pod/{source.name}", "service/nginx").stdout
+    assert "⇒ DNAT: destination becomes" in text and "KUBE-SEP-" in text and "result: answered" in text
+
+
+def test_ping_to_a_cluster_ip_shows_why_nobody_answers(lab):
+    source = client(lab, "worker-1")
+    ip = next(s for s in lab.services if s.name == "nginx").cluster_ip
+    result = trace(f"pod/{source.name}", str(ip))
+    assert result["target"]["protocol"] == "icmp"
+    assert not any(h["dnat"] for h in result["hops"])
+    last = result["hops"][-1]
+    assert (last["place"]["label"], last["kind"]) == ("router", "drops")
+    assert "Network is unreachable" in last["route"]
+    assert (
+        result["outcome"] == "unreachable"
+        and "10.240.0.1" in result["detail"]
+        and "net unreachable" in result["detail"]
+    )
+    assert any("no rule DNATed the packet" in note and "80/TCP" in note for note in result["notes"])
+
+
+def test_after_a_route_is_deleted_in_the_router_the_trace_shows_where_the_packet_dies(lab):
+    source, target = client(lab, "worker-0"), next(p for p in lab.node("worker-1").pods if p.workload == "nginx")
+    router = f"{LAB}-router"
+    dexec(router, "ip", "route", "del", str(lab.node("worker-1").pod_cidr))
+    try:
+        broken = trace(f"pod/{source.name}", f"pod/{target.name}:80")
+    finally:
+        dexec(router, "ip", "route", "replace", str(lab.node("worker-1").pod_cidr), "via", str(lab.node("worker-1").ip))
+    last = broken["hops"][-1]
+    assert (last["place"]["label"], last["kind"]) == ("router", "drops")
+    assert "Network is unreachable" in last["route"] and broken["outcome"] == "unreachable"
+    assert any("died in router: no route" in note for note in broken["notes"])
+    fixed = trace(f"pod/{source.name}", f"pod/{target.name}:80")
+    assert fixed["hops"][-1]["place"]["label"] == f"pod default/{target.name} on worker-1"
+    assert fixed["outcome"] == "answered"
+
+
+def test_a_trace_leaves_no_rule_table_or_process_behind(lab):
+    result = trace(f"pod/{client(lab, 'worker-2').name}", "node/controller-0:6443")
+    assert result["outcome"] == "answered" and "pod=controller-0" in result["detail"]
+    script = (
+        "for n in - $(ip netns list | cut -d' ' -f1); do "
+        "if [ $n = - ]; then iptables-save; else ip netns exec $n iptables-save; fi; done; "
+        "ls /run/labbuilder; ps -eo args"
+    )
+    for container in lab_containers(LAB):
+        after = dexec(container, "sh", "-c", script)
+        assert "labbuilder-trace" not in after and "xtables-monitor" not in after and "TRACE" not in after
+        assert not re.search(r"^\*(raw|mangle)", after, re.M), container
+
+
+def test_graph_of_the_running_lab_names_its_own_pods(lab, tmp_path: Path):
+    out = tmp_path / "seekthw.html"
+    labbuilder("graph", LAB, "--output", str(out))
+    page = out.read_text()
+    assert all(pod.name in page and pod.netns in page for pod in lab.pods)
+    mermaid = labbuilder("graph", LAB, "-o", "mermaid").stdout
+    assert all(pod.name in mermaid for pod in lab.pods)
+
+
+def test_the_rendered_script_builds_the_same_lab_as_up_and_down_removes_it(host_before, tmp_path: Path):
+    name = "renderkthw"
+    if lab_containers(name):
+        pytest.fail(f"a lab named {name} is already on this host: `labbuilder down {name}` first")
+    expected = 0
+    try:
+        labbuilder("up", str(ROOT / "labs/kthw.yaml"), "--name", name, "-q")
+        expected = len(lab_containers(name))
+        built_by_up = dump(name)
+        labbuilder("down", name)
+        script = tmp_path / "renderkthw.sh"
+        labbuilder("render", str(ROOT / "labs/kthw.yaml"), "--name", name, "--output", str(script))
+        sh("sh", str(script), timeout=300)
+        assert dump(name) == built_by_up
+        assert labbuilder("status", name).returncode == 0
+        assert running_model(name).name == name  # the spec copy is where labbuilder looks for it
+    finally:
+        removed = labbuilder("down", name, check=False)
+    assert f"removed {expected} containers" in removed.stdout
+    assert lab_containers(name) == []
+    assert host_state() == host_before
+
+
+# A pod on worker-0 pings a ClusterIP (seed 003): what xtables-monitor printed in each namespace.
+MONITOR = {
+    "pod": """PACKET: 2 331ca45d OUT=eth0 SRC=10.200.0.3 DST=10.32.0.2 LEN=84 TOS=0xa8 TTL=64 ID=42860 DF
+ TRACE: 2 331ca45d raw:OUTPUT:rule:0x4:CONTINUE  -4 -t raw -A OUTPUT -m comment --comment labbuilder-trace-1 -j TRACE
+ TRACE: 2 331ca45d raw:OUTPUT:policy:ACCEPT
+PACKET: 2 331ca45d OUT=eth0 SRC=10.200.0.3 DST=10.32.0.2 LEN=84 TOS=0xa8 TTL=64 ID=42860 DF
+ TRACE: 2 331ca45d mangle:POSTROUTING:policy:ACCEPT
+""",
+    "node": """PACKET: 2 e3896f30 IN=cnio0 SRC=10.200.0.3 DST=10.32.0.2 LEN=84 TOS=0xa8 TTL=64 ID=42860 DF
+ TRACE: 2 e3896f30 raw:PREROUTING:policy:ACCEPT
+PACKET: 2 e3896f30 IN=cnio0 SRC=10.200.0.3 DST=10.32.0.2 LEN=84 TOS=0xa8 TTL=64 ID=42860 DF
+ TRACE: 2 e3896f30 nat:PREROUTING:rule:0x1b:JUMP:KUBE-SERVICES  -4 -t nat -A PREROUTING -j KUBE-SERVICES
+ TRACE: 2 e3896f30 nat:PREROUTING:policy:ACCEPT
+PACKET: 2 9fb2c225 IN=cnio0 OUT=eth0 SRC=10.200.0.3 DST=10.32.0.2 LEN=84 TOS=0xa8 TTL=63 ID=42860 DF
+ TRACE: 2 9fb2c225 filter:FORWARD:policy:ACCEPT
+PACKET: 2 9fb2c225 IN=cnio0 OUT=eth0 SRC=10.200.0.3 DST=10.32.0.2 LEN=84 TOS=0xa8 TTL=63 ID=42860 DF
+ TRACE: 2 9fb2c225 nat:POSTROUTING:rule:0x1d:JUMP:KUBE-POSTROUTING  -4 -t nat -A POSTROUTING -j KUBE-POSTROUTING
+ TRACE: 2 9fb2c225 nat:KUBE-POSTROUTING:rule:0x28:0xfffffffb  -4 -t nat -A KUBE-POSTROUTING -j RETURN
+ TRACE: 2 9fb2c225 nat:CNI-f93c:rule:0x51:ACCEPT  -4 -t nat -A CNI-f93c ! -d 224.0.0.0/4 -j MASQUERADE
+PACKET: 2 d9cf1e09 IN=cnio0 SRC=10.200.0.3 DST=10.32.0.2 LEN=84 TOS=0xa8 TTL=64 ID=777 DF
+ TRACE: 2 d9cf1e09 raw:PREROUTING:policy:ACCEPT
+""",
+    "router": """PACKET: 2 f971aa54 IN=lab0 SRC=10.240.0.20 DST=10.32.0.2 LEN=84 TOS=0xa8 TTL=63 ID=42860 DF
+ TRACE: 2 f971aa54 raw:PREROUTING:policy:ACCEPT
+""",
+}
+
+
+def test_monitor_output_becomes_hops_in_the_order_the_packet_took():
+    from labbuilder.trace import Hop, Place, follow, order, parse_monitor
+
+    hops = [
+        Hop(Place(key, None, key), segment)
+        for key in ("router", "node", "pod")  # deliberately out of order
+        for segment in follow(parse_monitor(MONITOR[key]), "42860")
+    ]
+    hops = order(hops)
+    assert [(h.place.key, h.kind) for h in hops] == [("pod", "sends"), ("node", "forwards"), ("router", "drops")]
+    node = hops[1]
+    assert [v.hook for v in node.visits] == ["PREROUTING", "FORWARD", "POSTROUTING"]  # ID 777 is another packet
+    assert [h.verdict for h in node.rules("nat")][2:4] == ["JUMP:KUBE-POSTROUTING", "RETURN"]
+    assert node.dnat() == ""
+    hops[1].after = hops[2].visits[0].packet
+    assert node.snat() == "10.240.0.20" and node.destination() == "10.32.0.2"
+    assert [h.verdict for h in hops[0].rules("raw")] == ["policy ACCEPT"]  # the probe's own rule is left out
+
+
+def test_from_and_to_accept_pods_by_prefix_nodes_services_and_ips(lab):
+    from labbuilder.errors import LabError
+    from labbuilder.trace import source_place, target
+
+    pod = client(lab, "worker-0")
+    assert source_place(lab, f"pod/{pod.name[:-2]}").netns == pod.netns
+    assert source_place(lab, str(lab.node("worker-1").ip)).label == "node worker-1"
+    assert source_place(lab, "node/router").key == "router"
+    assert str(target(lab, "service/kube-dns")) == f"{lab.cluster.dns_ip}:53/udp"
+    assert str(target(lab, "service/kube-dns:53/tcp")) == f"{lab.cluster.dns_ip}:53/tcp"
+    assert target(lab, "service/nginx:icmp").protocol == "icmp"
+    assert str(target(lab, "node/worker-0:31088")) == f"{lab.node('worker-0').ip}:31088/tcp"
+    assert str(target(lab, "10.200.1.2")) == "10.200.1.2 (ICMP echo)"
+    with pytest.raises(LabError, match="matches 3 pods"):
+        source_place(lab, "pod/busybox")
+    with pytest.raises(LabError, match="cannot send"):
+        source_place(lab, "service/nginx")
