@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
-
-import jinja2
 
 from labbuilder.model import Endpoint, Lab, Node, Pod, Service
 from labbuilder.plan import uplink_name
-from labbuilder.resources import templates_dir
+from labbuilder.resources import template
 
 FORMATS = ("html", "dot", "mermaid")
 MARGIN, NODE_W, GAP, PER_ROW = 24, 250, 26, 6
@@ -234,17 +231,6 @@ def layout(lab: Lab) -> Picture:
     return Picture(width, height, [base, *services])
 
 
-@lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir()),
-        undefined=jinja2.StrictUndefined,
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
 def to_html(lab: Lab) -> str:
     bridge = _bridge(lab)
     details = [*([f"bridge {bridge}"] if bridge else []), f"ipMasq {'on' if lab.cni.ip_masq else 'off'}"]
@@ -254,7 +240,7 @@ def to_html(lab: Lab) -> str:
         f"CNI {lab.cni.mode} ({', '.join(details)}) · pods {lab.cluster.pod_cidr}"
         f" · services {lab.cluster.service_cidr} · DNS {lab.cluster.dns_ip}"
     )
-    return _environment().get_template("graph.html.j2").render(lab=lab, picture=layout(lab), summary=summary)
+    return template("graph.html.j2").render(lab=lab, picture=layout(lab), summary=summary)
 
 
 # -- text graphs -----------------------------------------------------------------------------

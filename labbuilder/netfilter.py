@@ -9,11 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
 
-import jinja2
-
-from labbuilder.resources import templates_dir
+from labbuilder.resources import template
 
 BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
     "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
@@ -69,18 +66,6 @@ def merge(tables: Iterable[Table]) -> dict[str, Table]:
     return merged
 
 
-@lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir()),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,  # iptables text, not HTML: quotes in comments must stay as they are
-    )
-
-
 def render_restore(tables: Iterable[Table]) -> str:
     """A complete iptables-restore payload (flushes and replaces each table it names)."""
     context = []
@@ -90,7 +75,7 @@ def render_restore(tables: Iterable[Table]) -> str:
         order = [*builtins, *user]
         rules = [f"-A {chain} {rule}".rstrip() for chain in order for rule in table.chains.get(chain, [])]
         context.append({"name": table.name, "builtins": builtins, "user": user, "rules": rules})
-    return _environment().get_template("iptables-restore.j2").render(tables=context)
+    return template("iptables-restore.j2").render(tables=context)
 
 
 def parse_save(text: str) -> dict[str, Table]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
+
+import jinja2
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -24,3 +27,17 @@ def schemas_dir() -> Path:
 
 def labs_dir() -> Path:
     return _find("labs")
+
+
+@cache
+def template(name: str) -> jinja2.Template:
+    """A shipped jinja2 template; HTML templates autoescape, text ones (iptables) keep quotes as written."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir()),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=name.endswith(".html.j2"),
+    )
+    return env.get_template(name)

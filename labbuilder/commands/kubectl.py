@@ -317,6 +317,33 @@ def _services(
     return reading, views, read_from
 
 
+def _show_services(
+    lab: str,
+    names: Sequence[str],
+    output: str | None,
+    namespace: str,
+    all_namespaces: bool,
+    proxy_node: str | None,
+    kind: str,
+) -> None:
+    """`get services` and `get endpoints`: one reading of kube-proxy's rules, two shapes."""
+    from labbuilder import inspect as lab_inspect
+
+    reading, views, read_from = _services(lab, names, namespace, all_namespaces, proxy_node, kind)
+    created = reading.started("router")
+    to_object = lab_inspect.service_object if kind == "services" else lab_inspect.endpoints_object
+    rows = service_rows if kind == "services" else endpoint_rows
+    if not views:
+        nothing_found(None if all_namespaces else namespace)
+    elif output in ("json", "yaml", "name"):
+        objects = [to_object(v, created) for v in views]
+        for obj in objects:
+            obj["metadata"]["annotations"] = {"labbuilder/read-from": read_from}
+        print_objects(output, objects, len(names) == 1)
+    else:
+        emit(render_table(*rows(views, output == "wide", all_namespaces, lab_inspect.age(created))))
+
+
 @get.command("services")
 @click.argument("lab")
 @click.argument("names", nargs=-1)
@@ -335,19 +362,7 @@ def get_services(
       labbuilder get svc kthw -A -o wide       # with each service's selector
       labbuilder get svc kthw --node worker-2  # kube-proxy's rules on another node
     """
-    from labbuilder import inspect as lab_inspect
-
-    reading, views, read_from = _services(lab, names, namespace, all_namespaces, proxy_node, "services")
-    created = reading.started("router")
-    if not views:
-        nothing_found(None if all_namespaces else namespace)
-    elif output in ("json", "yaml", "name"):
-        objects = [lab_inspect.service_object(v, created) for v in views]
-        for obj in objects:
-            obj["metadata"]["annotations"] = {"labbuilder/read-from": read_from}
-        print_objects(output, objects, len(names) == 1)
-    else:
-        emit(render_table(*service_rows(views, output == "wide", all_namespaces, lab_inspect.age(created))))
+    _show_services(lab, names, output, namespace, all_namespaces, proxy_node, "services")
 
 
 @get.command("endpoints")
@@ -368,19 +383,7 @@ def get_endpoints(
       labbuilder get ep kthw -A -o wide        # every address, not just the first three
       labbuilder get ep kthw nginx -o yaml     # with the pod behind each address
     """
-    from labbuilder import inspect as lab_inspect
-
-    reading, views, read_from = _services(lab, names, namespace, all_namespaces, proxy_node, "endpoints")
-    created = reading.started("router")
-    if not views:
-        nothing_found(None if all_namespaces else namespace)
-    elif output in ("json", "yaml", "name"):
-        objects = [lab_inspect.endpoints_object(v, created) for v in views]
-        for obj in objects:
-            obj["metadata"]["annotations"] = {"labbuilder/read-from": read_from}
-        print_objects(output, objects, len(names) == 1)
-    else:
-        emit(render_table(*endpoint_rows(views, output == "wide", all_namespaces, lab_inspect.age(created))))
+    _show_services(lab, names, output, namespace, all_namespaces, proxy_node, "endpoints")
 
 
 # --------------------------------------------------------------------------------------------

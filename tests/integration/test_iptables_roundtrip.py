@@ -13,26 +13,20 @@ import docker
 import pytest
 from docker.models.containers import Container
 
+from labbuilder.image import ensure_image
 from labbuilder.kubeproxy import kube_proxy_tables, probability
 from labbuilder.model import Cluster, Cni, Endpoint, Lab, Node, NodeNetwork, ProxyStyle, Service, ServicePort
 from labbuilder.netfilter import Table, normalise, parse_save, render_restore
 
-IMAGE = "labbuilder/node:probe"
+pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[Container]:
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as exc:
-        pytest.skip(f"docker engine not reachable: {exc}")
-    try:
-        client.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        pytest.skip(f"image {IMAGE} not built")
+    """A node container from the real node image (built when missing), torn down afterwards."""
+    client = docker.from_env()
     container = client.containers.run(
-        IMAGE,
+        ensure_image(client),
         ["sleep", "infinity"],
         name=f"kp-roundtrip-{secrets.token_hex(4)}",
         labels={"labbuilder.lab": "kp-roundtrip-test"},
