@@ -1,0 +1,80 @@
+"""trace's pure parts: xtables-monitor output into hops, FROM/TO into places and targets."""
+
+from __future__ import annotations
+
+import pytest
+
+from labbuilder.lab import resolve_file
+
+LAB = resolve_file("kthw", "seekthw")[1].lab
+
+
+def client(lab, node: str):
+    return next(p for p in lab.node(node).pods if p.workload == "busybox")
+
+
+# A pod on worker-0 pings a ClusterIP (seed 003): what xtables-monitor printed in each namespace.
+MONITOR = {
+    "pod": """PACKET: 2 331ca45d OUT=eth0 SRC=10.200.0.3 DST=10.32.0.2 LEN=84 TOS=0xa8 TTL=64 ID=42860 DF
+ TRACE: 2 331ca45d raw:OUTPUT:rule:0x4:CONTINUE  -4 -t raw -A OUTPUT -m comment --comment labbuilder-trace-1 -j TRACE
+ TRACE: 2 331ca45d raw:OUTPUT:policy:ACCEPT
+PACKET: 2 331ca45d OUT=eth0 SRC=10.200.0.3 DST=10.32.0.2 LEN=84 TOS=0xa8 TTL=64 ID=42860 DF
+ TRACE: 2 331ca45d mangle:POSTROUTING:policy:ACCEPT
+""",
+    "node": """PACKET: 2 e3896f30 IN=cnio0 SRC=10.200.0.3 DST=10.32.0.2 LEN=84 TOS=0xa8 TTL=64 ID=42860 DF
+ TRACE: 2 e3896f30 raw:PREROUTING:policy:ACCEPT
+PACKET: 2 e3896f30 IN=cnio0 SRC=10.200.0.3 DST=10.32.0.2 LEN=84 TOS=0xa8 TTL=64 ID=42860 DF
+ TRACE: 2 e3896f30 nat:PREROUTING:rule:0x1b:JUMP:KUBE-SERVICES  -4 -t nat -A PREROUTING -j KUBE-SERVICES
+ TRACE: 2 e3896f30 nat:PREROUTING:policy:ACCEPT
+PACKET: 2 9fb2c225 IN=cnio0 OUT=eth0 SRC=10.200.0.3 DST=10.32.0.2 LEN=84 TOS=0xa8 TTL=63 ID=42860 DF
+ TRACE: 2 9fb2c225 filter:FORWARD:policy:ACCEPT
+PACKET: 2 9fb2c225 IN=cnio0 OUT=eth0 SRC=10.200.0.3 DST=10.32.0.2 LEN=84 TOS=0xa8 TTL=63 ID=42860 DF
+ TRACE: 2 9fb2c225 nat:POSTROUTING:rule:0x1d:JUMP:KUBE-POSTROUTING  -4 -t nat -A POSTROUTING -j KUBE-POSTROUTING
+ TRACE: 2 9fb2c225 nat:KUBE-POSTROUTING:rule:0x28:0xfffffffb  -4 -t nat -A KUBE-POSTROUTING -j RETURN
+ TRACE: 2 9fb2c225 nat:CNI-f93c:rule:0x51:ACCEPT  -4 -t nat -A CNI-f93c ! -d 224.0.0.0/4 -j MASQUERADE
+PACKET: 2 d9cf1e09 IN=cnio0 SRC=10.200.0.3 DST=10.32.0.2 LEN=84 TOS=0xa8 TTL=64 ID=777 DF
+ TRACE: 2 d9cf1e09 raw:PREROUTING:policy:ACCEPT
+""",
+    "router": """PACKET: 2 f971aa54 IN=lab0 SRC=10.240.0.20 DST=10.32.0.2 LEN=84 TOS=0xa8 TTL=63 ID=42860 DF
+ TRACE: 2 f971aa54 raw:PREROUTING:policy:ACCEPT
+""",
+}
+
+
+def test_monitor_output_becomes_hops_in_the_order_the_packet_took():
+    from labbuilder.trace import Hop, Place, follow, order, parse_monitor
+
+    hops = [
+        Hop(Place(key, None, key), segment)
+        for key in ("router", "node", "pod")  # deliberately out of order
+        for segment in follow(parse_monitor(MONITOR[key]), "42860")
+    ]
+    hops = order(hops)
+    assert [(h.place.key, h.kind) for h in hops] == [("pod", "sends"), ("node", "forwards"), ("router", "drops")]
+    node = hops[1]
+    assert [v.hook for v in node.visits] == ["PREROUTING", "FORWARD", "POSTROUTING"]  # ID 777 is another packet
+    assert [h.verdict for h in node.rules("nat")][2:4] == ["JUMP:KUBE-POSTROUTING", "RETURN"]
+    assert node.dnat() == ""
+    hops[1].after = hops[2].visits[0].packet
+    assert node.snat() == "10.240.0.20" and node.destination() == "10.32.0.2"
+    assert [h.verdict for h in hops[0].rules("raw")] == ["policy ACCEPT"]  # the probe's own rule is left out
+
+
+def test_from_and_to_accept_pods_by_prefix_nodes_services_and_ips():
+    lab = LAB
+    from labbuilder.errors import LabError
+    from labbuilder.trace import source_place, target
+
+    pod = client(lab, "worker-0")
+    assert source_place(lab, f"pod/{pod.name[:-2]}").netns == pod.netns
+    assert source_place(lab, str(lab.node("worker-1").ip)).label == "node worker-1"
+    assert source_place(lab, "node/router").key == "router"
+    assert str(target(lab, "service/kube-dns")) == f"{lab.cluster.dns_ip}:53/udp"
+    assert str(target(lab, "service/kube-dns:53/tcp")) == f"{lab.cluster.dns_ip}:53/tcp"
+    assert target(lab, "service/nginx:icmp").protocol == "icmp"
+    assert str(target(lab, "node/worker-0:31088")) == f"{lab.node('worker-0').ip}:31088/tcp"
+    assert str(target(lab, "10.200.1.2")) == "10.200.1.2 (ICMP echo)"
+    with pytest.raises(LabError, match="matches 3 pods"):
+        source_place(lab, "pod/busybox")
+    with pytest.raises(LabError, match="cannot send"):
+        source_place(lab, "service/nginx")
