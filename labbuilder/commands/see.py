@@ -91,7 +91,7 @@ def trace(lab: str, source: str, destination: str, fmt: str) -> None:
     xtables-monitor, scoped to the probe and removed afterwards), so it stays true after you
     change a route or a rule.
 
-    FROM and TO: pod/NAME (a unique prefix will do; `labbuilder get pods LAB` lists them),
+    FROM and TO: pod/NAME (a unique prefix will do, or PREFIX@NODE; `labbuilder get pods LAB` lists them),
     node/NAME, node/router, service/NAME (TO only), or an IP. Without a port the probe is an
     ICMP echo, except to a service, whose first port is used; `:icmp` forces an echo.
 

@@ -74,6 +74,7 @@ def test_from_and_to_accept_pods_by_prefix_nodes_services_and_ips():
     assert target(lab, "service/nginx:icmp").protocol == "icmp"
     assert str(target(lab, "node/worker-0:31088")) == f"{lab.node('worker-0').ip}:31088/tcp"
     assert str(target(lab, "10.200.1.2")) == "10.200.1.2 (ICMP echo)"
+    assert source_place(lab, "pod/busybox@worker-2").netns == client(lab, "worker-2").netns
     with pytest.raises(LabError, match="matches 3 pods"):
         source_place(lab, "pod/busybox")
     with pytest.raises(LabError, match="cannot send"):
