@@ -135,7 +135,7 @@ def render_sh(lab: Lab, spec_text: str, image: str) -> str:
         'docker image inspect "$IMAGE" >/dev/null 2>&1 ||',
         '    { echo "no image $IMAGE: run labbuilder image build" >&2; exit 1; }',
         "",
-        "# 1. The containers: no network at all (--network none), three capabilities, never --privileged.",
+        "# 1. The containers: no network at all (--network none), three capabilities, never a privileged container.",
         *(docker_run(spec, name, digest) for spec in plan.containers),
         "",
         "# Their PIDs: the host-side handles of their network namespaces (/proc/PID/ns/net).",
