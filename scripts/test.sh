@@ -14,6 +14,7 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v dot >/dev/null 2>&1; th
 fi
 echo "test: ruff"
 .venv/bin/ruff check labbuilder tests bench
+.venv/bin/ruff format --check labbuilder tests bench
 echo "test: mypy"
 .venv/bin/mypy labbuilder
 echo "test: pytest"

@@ -73,7 +73,8 @@ def test_unknown_names_in_a_lab_file_are_located_errors():
     with pytest.raises(SpecError) as info:
         build_model(load_text(text, "lab.yaml"))
     assert [str(p) for p in info.value.problems] == [
-        "lab.yaml:4:5: check 'pod/ghost → node/a': no pod named 'ghost' (pods are: coredns-pswscvxlp9-7754w@a)"]
+        "lab.yaml:4:5: check 'pod/ghost → node/a': no pod named 'ghost' (pods are: coredns-pswscvxlp9-7754w@a)"
+    ]
 
 
 def test_junit_report_counts_failures():

@@ -128,9 +128,7 @@ class FakeAPI:
             self.images.present.add(kwargs["tag"])
 
 
-def fake_client(
-    present: set[str] | None = None, chunks: list[dict[str, Any]] | None = None, ok: bool = True
-) -> Any:
+def fake_client(present: set[str] | None = None, chunks: list[dict[str, Any]] | None = None, ok: bool = True) -> Any:
     images = FakeImages(present or set())
     return SimpleNamespace(images=images, api=FakeAPI(images, chunks or [], ok))
 
@@ -296,14 +294,10 @@ def test_urllib_on_every_tcp_port(server: PodServer) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/some/path", timeout=TIMEOUT) as response:
             assert response.status == 200
             assert response.headers["Content-Type"] == "text/plain"
-            assert re.fullmatch(
-                r"pod=web-1 ip=10\.244\.1\.5 client=127\.0\.0\.1:\d+\n", response.read().decode()
-            )
+            assert re.fullmatch(r"pod=web-1 ip=10\.244\.1\.5 client=127\.0\.0\.1:\d+\n", response.read().decode())
 
 
-@pytest.mark.parametrize(
-    "data", [b"hello\n", b"hello\nmore\nlines\n" * 100, b"", b"\xff\xfe\x00 not text", b"GET /\n"]
-)
+@pytest.mark.parametrize("data", [b"hello\n", b"hello\nmore\nlines\n" * 100, b"", b"\xff\xfe\x00 not text", b"GET /\n"])
 def test_raw_tcp_gets_the_body_line(server: PodServer, data: bytes) -> None:
     reply, expected = tcp_exchange(server.ports["tcp"][1], data)
     assert reply.decode() == expected
