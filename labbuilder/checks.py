@@ -28,6 +28,7 @@ class Place:
     key: str
     netns: str | None = None
     label: str = ""
+    ip: str | None = None  # the address probes leave from, for pods (NAT checks compare with it)
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,7 @@ def find_pod(lab: Lab, name: str) -> Pod:
     `nginx@worker-2` is the first nginx pod on worker-2: it reads well and survives `up --name`,
     which changes the hashed part of pod names.
     """
-    prefix, _, node = name.partition("@")
-    pods = [p for p in lab.pods if not node or p.node == node]
-    exact = [p for p in pods if p.name == prefix]
-    matches = exact or [p for p in pods if p.name.startswith(prefix)]
+    matches = lab.find_pods(name)
     if not matches:
         raise LabError(f"no pod named {name!r}", hint="pods are: " + ", ".join(f"{p.name}@{p.node}" for p in lab.pods))
     return matches[0]
@@ -104,7 +102,7 @@ def place(lab: Lab, ref: str) -> Place:
         return Place(ROUTER, None, ROUTER)
     if kind == "pod":
         pod = find_pod(lab, name)
-        return Place(pod.node, pod.netns, f"pod/{pod.name}")
+        return Place(pod.node, pod.netns, f"pod/{pod.name}", str(pod.ip))
     if kind == "node":
         if name not in {n.name for n in lab.nodes}:
             _unknown_node(lab, name)
@@ -257,8 +255,7 @@ def run_probe(probe: Probe, exec_in: Exec, lab: Lab) -> Result:
     passed, detail = probe.judge(code, output)
     if passed and probe.follow_up and probe.check.nat:
         _, conntrack = exec_in(probe.place.key, probe.follow_up)
-        source_ip = str(find_pod(lab, probe.place.label.removeprefix("pod/")).ip) if probe.place.netns else None
-        passed, detail = judge_nat(probe.check.nat, conntrack, source_ip)
+        passed, detail = judge_nat(probe.check.nat, conntrack, probe.place.ip)
     kind = "route" if probe.check.route else ("dns" if probe.check.dns else ("nat" if probe.check.nat else "reach"))
     return Result(probe.check.name, kind, probe.description, passed, detail)
 

@@ -852,10 +852,7 @@ def find_pod(lab: Lab, query: str, node: str | None = None) -> Pod:
     """A pod by its full name or a unique prefix, on `node` or anywhere in the lab."""
     pods = [p for p in lab.pods if node is None or p.node == node]
     where = f"on {node}" if node else f"in lab {lab.name}"
-    for pod in pods:
-        if pod.name == query:
-            return pod
-    matches = [p for p in pods if p.name.startswith(query)]
+    matches = lab.find_pods(f"{query}@{node}" if node else query)
     if len(matches) == 1:
         return matches[0]
 

@@ -69,16 +69,10 @@ FORMS = "pod/NAME (a unique prefix will do), node/NAME, node/router, service/NAM
 
 def _pod(lab: Lab, name: str) -> Pod:
     """A pod by name or unique prefix; `PREFIX@NODE` narrows to one node, as in checks."""
-    name, _, node = name.partition("@")
-    pods = [p for p in lab.pods if not node or p.node == node]
-    exact = [p for p in pods if name in (p.name, p.ref)]
-    found = exact or [p for p in pods if p.name.startswith(name) or p.ref.startswith(name)]
+    found = lab.find_pods(name)
     if len(found) != 1:
         names = ", ".join(f"{p.name}@{p.node}" for p in found) if found else "none"
-        raise LabError(
-            f"pod/{name}{'@' + node if node else ''} matches {len(found)} pods ({names})",
-            hint="give a longer prefix, or PREFIX@NODE",
-        )
+        raise LabError(f"pod/{name} matches {len(found)} pods ({names})", hint="give a longer prefix, or PREFIX@NODE")
     return found[0]
 
 
