@@ -7,12 +7,8 @@ exec), processes (one exec). Each phase is idempotent, so applying twice converg
 
 from __future__ import annotations
 
-import io
 import shlex
-import tarfile
-import time
 from collections.abc import Sequence
-from pathlib import PurePosixPath
 
 from docker.models.containers import Container
 from pyroute2.netlink.exceptions import NetlinkError
@@ -95,7 +91,7 @@ class Applier:
         if rules:
             files[RULES_FILE] = rules[-1]
         if files:
-            self.write_files(container, files)
+            self.runtime.put_files(container, files)
         if rules:
             self.runtime.run(container, ["iptables-restore", RULES_FILE])
         self.start_processes(container, [op for op in ops if isinstance(op, Process)])
@@ -105,24 +101,6 @@ class Applier:
         if names:
             script = "; ".join(f"[ -e /run/netns/{n} ] || ip netns add {n}" for n in names)
             self.runtime.run(container, ["sh", "-ec", script])
-
-    def write_files(self, container: Container, files: dict[str, str]) -> None:
-        """One tar archive extracted at / — parent folders included, so one round trip."""
-        buffer = io.BytesIO()
-        now = int(time.time())
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            folders = sorted({str(p) for path in files for p in PurePosixPath(path).parents if str(p) != "/"})
-            for folder in folders:
-                info = tarfile.TarInfo(folder.lstrip("/"))
-                info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, now
-                tar.addfile(info)
-            for path, content in files.items():
-                data = content.encode()
-                info = tarfile.TarInfo(path.lstrip("/"))
-                info.size, info.mode, info.mtime = len(data), 0o644, now
-                tar.addfile(info, io.BytesIO(data))
-        if not container.put_archive("/", buffer.getvalue()):
-            raise LabError(f"{container.name}: could not write {', '.join(files)}")
 
     def start_processes(self, container: Container, ops: list[Process]) -> list[str]:
         """Start each process once: a live pid in its pidfile means it is already running.

@@ -10,7 +10,6 @@ import hashlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
 
 import docker.errors
 import yaml
@@ -74,7 +73,7 @@ def up(
     try:
         containers, _ = ensure_containers(runtime, plan, progress, tag)
         pids = {key: runtime.pid(c) for key, c in containers.items()}
-        runtime.put_file(containers[ROUTER], SPEC_COPY, _spec_text(spec))
+        runtime.put_files(containers[ROUTER], {SPEC_COPY: spec_text(spec)})
         applier = Applier(runtime, containers, pids)
         progress("router: node network and routes")
         applier.apply(ROUTER, plan.steps[ROUTER])
@@ -92,7 +91,8 @@ def up(
     return UpResult(lab, created=not existing)
 
 
-def _spec_text(spec: Spec) -> str:
+def spec_text(spec: Spec) -> str:
+    """The spec as YAML: what a lab keeps in its router, and what `render` writes there."""
     return yaml.safe_dump(spec.data, sort_keys=False)
 
 
@@ -145,8 +145,8 @@ def status(name: str | None = None, runtime: DockerRuntime | None = None) -> dic
     return labs
 
 
-def running_model(name: str, runtime: DockerRuntime | None = None) -> Lab:
-    """The model of a running lab, from the spec copy its router holds."""
+def running_spec(name: str, runtime: DockerRuntime | None = None) -> Spec:
+    """The spec of a running lab, from the copy its router holds; LabError when no such lab runs."""
     runtime = runtime or DockerRuntime()
     routers = [c for c in runtime.lab_containers(name) if c.labels.get(LABEL_NODE) == ROUTER]
     if not routers:
@@ -155,5 +155,9 @@ def running_model(name: str, runtime: DockerRuntime | None = None) -> Lab:
         text = runtime.run(routers[0], ["cat", SPEC_COPY])
     except (LabError, docker.errors.APIError) as err:
         raise LabError(f"lab {name}: cannot read its spec copy: {err}") from None
-    data: dict[str, Any] = load_text(text, f"{name}:{SPEC_COPY}").data
-    return build_model(Spec(data, SPEC_COPY)).lab
+    return load_text(text, f"{name}:{SPEC_COPY}")
+
+
+def running_model(name: str, runtime: DockerRuntime | None = None) -> Lab:
+    """The model of a running lab."""
+    return build_model(running_spec(name, runtime)).lab

@@ -190,7 +190,7 @@ class Reconciler:
             op.path: op.content for op in ops if sums.get(op.path) != hashlib.sha256(op.content.encode()).hexdigest()
         }
         if changed:
-            self.applier.write_files(self.container, changed)
+            self.applier.runtime.put_files(self.container, changed)
             for path in changed:
                 self.note(f"file {path} restored")
 
@@ -201,7 +201,7 @@ class Reconciler:
         want, have = normalise(parse_save(ops[-1].payload)), normalise(parse_save(saved))
         if want != have:
             tables = sorted(t for t in want if want[t] != have.get(t))
-            self.applier.write_files(self.container, {RULES_FILE: ops[-1].payload})
+            self.applier.runtime.put_files(self.container, {RULES_FILE: ops[-1].payload})
             self.applier.runtime.run(self.container, ["iptables-restore", RULES_FILE])
             self.note(f"iptables {', '.join(tables)} restored")
 

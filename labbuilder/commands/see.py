@@ -6,27 +6,21 @@ import json
 from pathlib import Path
 
 import click
-import yaml
 
 from labbuilder.clitools import console, user_errors
 from labbuilder.errors import LabError
 from labbuilder.model import Lab
+from labbuilder.spec import Spec
 
 
-def _running_spec(name: str) -> str | None:
-    """The spec copy a running lab keeps in its router, or None when no lab of that name runs."""
-    from labbuilder.lab import SPEC_COPY
-    from labbuilder.plan import ROUTER
-    from labbuilder.runtime.docker import LABEL_NODE, DockerRuntime
+def _running_spec(name: str) -> Spec | None:
+    """The spec of a running lab of that name, or None (no such lab, or no engine here)."""
+    from labbuilder.lab import running_spec
 
     try:
-        runtime = DockerRuntime()
-    except LabError:  # no engine here: LAB can still be a file or a shipped lab
+        return running_spec(name)
+    except LabError:  # LAB can still be a file or a shipped lab
         return None
-    routers = [c for c in runtime.lab_containers(name) if c.labels.get(LABEL_NODE) == ROUTER]
-    if not routers:
-        return None
-    return runtime.run(routers[0], ["cat", SPEC_COPY])
 
 
 def load_lab(target: str, name: str | None = None) -> tuple[Lab, str]:
@@ -34,15 +28,15 @@ def load_lab(target: str, name: str | None = None) -> tuple[Lab, str]:
 
     Returns the model and the spec text (renamed when `name` is given).
     """
+    from labbuilder.lab import spec_text
     from labbuilder.resolve import build_model
-    from labbuilder.spec import load, load_text
+    from labbuilder.spec import load
 
     running = None if Path(target).exists() or "/" in target else _running_spec(target)
-    spec = load_text(running, f"{target}:lab.yaml") if running is not None else load(target)
+    spec = running or load(target)
     if name:
         spec.data["name"] = name
-    lab = build_model(spec).lab
-    return lab, yaml.safe_dump(spec.data, sort_keys=False)
+    return build_model(spec).lab, spec_text(spec)
 
 
 @click.command()

@@ -101,17 +101,23 @@ class DockerRuntime:
             raise LabError(f"{container.name}: `{' '.join(argv)}` failed ({result.code}): {result.output.strip()}")
         return result.output
 
-    def put_file(self, container: Container, path: str, content: str, mode: int = 0o644) -> None:
-        target = PurePosixPath(path)
-        data = content.encode()
+    def put_files(self, container: Container, files: dict[str, str]) -> None:
+        """Write files (path → text) in one tar archive extracted at /, parent folders included: one round trip."""
         buffer = io.BytesIO()
+        now = int(time.time())
         with tarfile.open(fileobj=buffer, mode="w") as tar:
-            info = tarfile.TarInfo(target.name)
-            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-        self.run(container, ["mkdir", "-p", str(target.parent)])
-        if not container.put_archive(str(target.parent), buffer.getvalue()):
-            raise LabError(f"{container.name}: could not write {path}")
+            folders = sorted({str(p) for path in files for p in PurePosixPath(path).parents if str(p) != "/"})
+            for folder in folders:
+                info = tarfile.TarInfo(folder.lstrip("/"))
+                info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, now
+                tar.addfile(info)
+            for path, content in files.items():
+                data = content.encode()
+                info = tarfile.TarInfo(path.lstrip("/"))
+                info.size, info.mode, info.mtime = len(data), 0o644, now
+                tar.addfile(info, io.BytesIO(data))
+        if not container.put_archive("/", buffer.getvalue()):
+            raise LabError(f"{container.name}: could not write {', '.join(files)}")
 
     # -- removing --------------------------------------------------------------------------
     def remove_lab(self, lab: str) -> list[str]:
