@@ -13,8 +13,9 @@ import argparse
 import statistics
 import time
 
-from labbuilder import image, lab
-from labbuilder.runtime.docker import DockerRuntime
+from labbuilder.engine import image
+from labbuilder.engine.runtime import Engine
+from labbuilder.lifecycle import lab
 
 
 def main() -> None:
@@ -23,16 +24,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--name", default="bench-lab")
     args = parser.parse_args()
-    runtime = DockerRuntime()
-    image.ensure_image(runtime.client)
-    lab.down(args.name, runtime)
+    engine = Engine()
+    image.ensure_image(engine.client)
+    lab.down(args.name, engine)
     ups, downs = [], []
     for run in range(args.runs):
         start = time.perf_counter()
-        result = lab.up(args.lab_file, args.name, runtime=runtime)
+        result = lab.up(args.lab_file, args.name, engine=engine)
         ups.append(time.perf_counter() - start)
         start = time.perf_counter()
-        lab.down(args.name, runtime)
+        lab.down(args.name, engine)
         downs.append(time.perf_counter() - start)
         print(
             f"run {run + 1}: up {ups[-1]:.2f} s, down {downs[-1]:.2f} s "

@@ -1,3 +1,3 @@
-from labbuilder.cli import main
+from labbuilder.cli.main import main
 
 main()

@@ -11,7 +11,7 @@ import docker
 import pytest
 from docker.models.containers import Container
 
-from labbuilder import image
+from labbuilder.engine import image
 
 pytestmark = pytest.mark.docker
 

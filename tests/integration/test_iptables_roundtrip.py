@@ -13,10 +13,10 @@ import docker
 import pytest
 from docker.models.containers import Container
 
-from labbuilder.image import ensure_image
-from labbuilder.kubeproxy import kube_proxy_tables, probability
-from labbuilder.model import Cluster, Cni, Endpoint, Lab, Node, NodeNetwork, ProxyStyle, Service, ServicePort
-from labbuilder.netfilter import Table, normalise, parse_save, render_restore
+from labbuilder.compile.kubeproxy import kube_proxy_tables, probability
+from labbuilder.compile.netfilter import Table, normalise, parse_save, render_restore
+from labbuilder.engine.image import ensure_image
+from labbuilder.spec.model import Cluster, Cni, Endpoint, Lab, Node, NodeNetwork, ProxyStyle, Service, ServicePort
 
 pytestmark = pytest.mark.docker
 

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from labbuilder.resolve import build_model
-from labbuilder.spec import load
+from labbuilder.spec.load import load
+from labbuilder.spec.resolve import build_model
 from tests.integration.conftest import (
     LABBUILDER,
     ROOT,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from labbuilder.lab import resolve_file
+from labbuilder.lifecycle.lab import resolve_file
 from tests.integration.conftest import ROOT, bring_up, dexec, labbuilder, pod_exec
 
 pytestmark = pytest.mark.docker
@@ -113,7 +113,7 @@ def test_exec_with_an_ambiguous_or_unknown_pod_is_a_clear_error(kthw):
     assert "'nginx' matches 3 pods" in ambiguous.stderr and "Traceback" not in ambiguous.stderr
     for p in MODEL.pods:
         if p.workload == "nginx":
-            assert f"{p.node}/{p.name}" in ambiguous.stderr
+            assert f"{p.name}@{p.node}" in ambiguous.stderr  # each candidate as a reference that picks it
     unknown = labbuilder("exec", LAB, "worker-0/nope", "--", "true", check=False)
     assert unknown.returncode == 1 and "no pod 'nope' on worker-0" in unknown.stderr
     missing = labbuilder("get", "pods", "no-such-lab", check=False)

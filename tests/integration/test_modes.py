@@ -14,12 +14,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from labbuilder.cni import vxlan
-from labbuilder.model import Lab, Pod
-from labbuilder.netfilter import normalise, parse_save
-from labbuilder.plan import Iptables, compile_plan
-from labbuilder.resolve import build_model
-from labbuilder.spec import load
+from labbuilder.compile.cni import vxlan
+from labbuilder.compile.netfilter import normalise, parse_save
+from labbuilder.compile.ops import Iptables
+from labbuilder.compile.plan import compile_plan
+from labbuilder.spec.load import load
+from labbuilder.spec.model import Lab, Pod
+from labbuilder.spec.resolve import build_model
 from tests.integration.conftest import ROOT, bring_up, dexec, dump, host_state, lab_containers, labbuilder, pod_exec, sh
 
 pytestmark = pytest.mark.docker

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from labbuilder.lab import running_model
+from labbuilder.engine.runtime import Engine
 from tests.integration.conftest import ROOT, bring_up, dexec, dump, host_state, lab_containers, labbuilder, sh
 
 pytestmark = pytest.mark.docker
@@ -24,7 +24,7 @@ def seekthw(host_before) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def lab(seekthw):
-    return running_model(LAB)
+    return Engine().lab(LAB).model()
 
 
 def trace(*args: str) -> dict:
@@ -150,7 +150,7 @@ def test_the_rendered_script_builds_the_same_lab_as_up_and_down_removes_it(host_
         sh("sh", str(script), timeout=300)
         assert dump(name) == built_by_up
         assert labbuilder("status", name).returncode == 0
-        assert running_model(name).name == name  # the spec copy is where labbuilder looks for it
+        assert Engine().lab(name).model().name == name  # the spec copy is where labbuilder looks for it
     finally:
         removed = labbuilder("down", name, check=False)
     assert f"removed {expected} containers" in removed.stdout

@@ -7,10 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from labbuilder.netfilter import normalise, parse_save
-from labbuilder.plan import Iptables, compile_plan
-from labbuilder.resolve import build_model
-from labbuilder.spec import load
+from labbuilder.compile.netfilter import normalise, parse_save
+from labbuilder.compile.ops import Iptables
+from labbuilder.compile.plan import compile_plan
+from labbuilder.spec.load import load
+from labbuilder.spec.resolve import build_model
 from tests.integration.conftest import ROOT, bring_up, dexec, pod_exec
 
 pytestmark = pytest.mark.docker

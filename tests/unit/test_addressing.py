@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from labbuilder import addressing
 from labbuilder.errors import SpecError
-from labbuilder.resolve import build_model
-from labbuilder.spec import load_text
+from labbuilder.spec import addressing
+from labbuilder.spec.load import load_text
+from labbuilder.spec.resolve import build_model
 
 networks = st.builds(
     lambda addr, prefix: IPv4Network((addr, prefix), strict=False), st.integers(0, 2**32 - 1), st.integers(8, 28)

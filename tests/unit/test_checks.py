@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from labbuilder.checks import Result, find_pod, judge_nat, junit_xml, probe_for
-from labbuilder.errors import LabError, SpecError
-from labbuilder.model import Check
-from labbuilder.resolve import build_model
-from labbuilder.spec import load, load_text
+from labbuilder.errors import SpecError
+from labbuilder.observe.checks import Result, judge_nat, junit_xml, probe_for
+from labbuilder.spec import refs
+from labbuilder.spec.load import load, load_text
+from labbuilder.spec.model import Check
+from labbuilder.spec.resolve import build_model
 
 KTHW = build_model(load("kthw")).lab
 
 
-def test_pods_by_prefix_and_node():
-    pod = find_pod(KTHW, "nginx@worker-2")
-    assert (pod.node, str(pod.ip)) == ("worker-2", "10.200.2.2")
-    assert find_pod(KTHW, pod.name) == pod
-    with pytest.raises(LabError, match="no pod named 'redis'"):
-        find_pod(KTHW, "redis")
-
-
 def test_reach_probe_commands():
     icmp = probe_for(KTHW, Check("c", "pod/busybox@worker-0", "pod/nginx@worker-2", protocol="icmp"))
-    assert icmp.place.key == "worker-0" and icmp.place.netns == find_pod(KTHW, "busybox@worker-0").netns
+    assert icmp.place.key == "worker-0" and icmp.place.netns == refs.pod(KTHW, "busybox@worker-0").netns
     assert icmp.argv == ("ping", "-c", "1", "-W", "3", "10.200.2.2")
     tcp = probe_for(KTHW, Check("c", "router", "service/nginx"))
     assert tcp.place.key == "router" and tcp.argv == ("nc", "-z", "-w", "3", "10.32.0.2", "80")
-    dns = probe_for(KTHW, Check("c", "pod/busybox", dns="kube-dns.kube-system.svc.cluster.local"))
+    dns = probe_for(KTHW, Check("c", "pod/busybox@worker-0", dns="kube-dns.kube-system.svc.cluster.local"))
     assert dns.argv == ("getent", "hosts", "kube-dns.kube-system.svc.cluster.local")
     assert dns.judge(0, "10.32.0.10      kube-dns.kube-system.svc.cluster.local\n") == (
         True,
@@ -73,7 +66,7 @@ def test_unknown_names_in_a_lab_file_are_located_errors():
     with pytest.raises(SpecError) as info:
         build_model(load_text(text, "lab.yaml"))
     assert [str(p) for p in info.value.problems] == [
-        "lab.yaml:4:5: check 'pod/ghost → node/a': no pod named 'ghost' (pods are: coredns-pswscvxlp9-7754w@a)"
+        "lab.yaml:4:5: check 'pod/ghost → node/a': no pod 'ghost' in lab t (pods: coredns-pswscvxlp9-7754w@a)"
     ]
 
 

@@ -16,13 +16,14 @@ from typing import get_args
 
 import pytest
 
-from labbuilder.cni import mode_for, ptp, vxlan
-from labbuilder.model import CniMode, Lab
-from labbuilder.netfilter import parse_save
-from labbuilder.plan import ROUTER, AddNetns, Bridge, Iptables, Op, Plan, Route, Veth, WriteFile, compile_plan
-from labbuilder.resolve import build_model
+from labbuilder.compile.cni import mode_for, ptp, vxlan
+from labbuilder.compile.netfilter import parse_save
+from labbuilder.compile.ops import ROUTER, AddNetns, Bridge, Iptables, Op, Route, Veth, WriteFile
+from labbuilder.compile.plan import Plan, compile_plan
 from labbuilder.resources import labs_dir
-from labbuilder.spec import load, load_text
+from labbuilder.spec.load import load, load_text
+from labbuilder.spec.model import CniMode, Lab
+from labbuilder.spec.resolve import build_model
 
 
 def lab_of(name: str, **replace: str) -> Lab:

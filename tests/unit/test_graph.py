@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from labbuilder.graph import Box, layout, to_dot, to_html, to_mermaid
-from labbuilder.resolve import build_model
-from labbuilder.spec import load
+from labbuilder.present.graph import Box, layout, to_dot, to_html, to_mermaid
+from labbuilder.spec.load import load
+from labbuilder.spec.resolve import build_model
 from tests.conftest import LABS
 
 SHIPPED = sorted(p.stem for p in LABS.glob("*.yaml"))
@@ -171,3 +171,17 @@ def test_the_page_loads_in_a_headless_browser_and_shows_every_node_and_pod(tmp_p
     shot = tmp_path / "kthw.png"
     done = browse(page, tmp_path / "profile", "--window-size=1600,1000", f"--screenshot={shot}")
     assert done.returncode == 0 and shot.stat().st_size > 20_000, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_graph_draws_the_bridge_the_plan_builds(name):
+    """The bridge box names what `plan` creates on the nodes (flannel: cni0, kthw: cnio0, kind: none)."""
+    from labbuilder.compile.ops import Bridge
+    from labbuilder.compile.plan import compile_plan
+
+    lab = model(name)
+    built = {op.name for key, op in compile_plan(lab).ops() if isinstance(op, Bridge) and key != "router"}
+    drawn = {t.text.split()[0] for box in layout(lab).layers[0].boxes if box.cls == "bridge" for t in box.texts}
+    assert drawn == built
+    if name == "flannel":
+        assert drawn == {"cni0"}

@@ -22,7 +22,7 @@ from typing import Any
 import docker.errors
 import pytest
 
-from labbuilder import image
+from labbuilder.engine import image
 from labbuilder.errors import LabError
 
 PODSERVER = image.template_dir() / "podserver.py"

@@ -16,12 +16,13 @@ from ipaddress import IPv4Address, IPv4Interface
 import pytest
 from click.testing import CliRunner
 
-from labbuilder import inspect as ins
-from labbuilder.commands import kubectl
+from labbuilder.cli import kubectl
+from labbuilder.compile.kubeproxy import kube_proxy_tables
+from labbuilder.compile.netfilter import parse_save, render_restore
+from labbuilder.engine.runtime import parse_docker_time
 from labbuilder.errors import LabError
-from labbuilder.kubeproxy import kube_proxy_tables
-from labbuilder.lab import resolve_file
-from labbuilder.netfilter import parse_save, render_restore
+from labbuilder.lifecycle.lab import resolve_file
+from labbuilder.observe import readback as ins
 from tests.conftest import LABS
 
 GETCAP = resolve_file(str(LABS / "kthw.yaml"), "getcap")[1].lab
@@ -524,32 +525,11 @@ def test_human_duration_matches_apimachinery(seconds, text):
 
 
 def test_docker_times():
-    assert ins.parse_docker_time("2026-11-25T04:51:21.123456789Z") == pytest.approx(1795582281.123456789)
-    assert ins.parse_docker_time("0001-01-01T00:00:00Z") is None
-    assert ins.parse_docker_time("") is None
+    assert parse_docker_time("2026-11-25T04:51:21.123456789Z") == pytest.approx(1795582281.123456789)
+    assert parse_docker_time("0001-01-01T00:00:00Z") is None
+    assert parse_docker_time("") is None
     assert ins.timestamp(1795582281.9) == "2026-11-25T04:51:21Z"
     assert ins.age(None) == "<unknown>" and ins.age(100.0, now=400.0) == "5m"
-
-
-# -- finding pods ------------------------------------------------------------------------------
-def test_find_pod_by_name_or_unique_prefix():
-    assert ins.find_pod(GETCAP, "nginx-hwtd4sqb6m-fwccw").node == "worker-0"
-    assert ins.find_pod(GETCAP, "nginx", "worker-1").name == "nginx-hwtd4sqb6m-lzkx8"
-    assert ins.find_pod(GETCAP, "core").namespace == "kube-system"
-
-
-def test_find_pod_ambiguous_or_unknown_lists_candidates():
-    with pytest.raises(LabError) as ambiguous:
-        ins.find_pod(GETCAP, "nginx")
-    assert "'nginx' matches 3 pods in lab getcap" in str(ambiguous.value)
-    assert "worker-2/nginx-hwtd4sqb6m-wgjpq" in str(ambiguous.value)
-    with pytest.raises(LabError) as unknown:
-        ins.find_pod(GETCAP, "zz", "worker-0")
-    assert "no pod 'zz' on worker-0" in str(unknown.value) and "busybox-6pcm5cdbtl-5r49b" in unknown.value.hint
-    with pytest.raises(LabError, match="a pod name is needed: 3 pods on worker-0"):
-        ins.find_pod(GETCAP, "", "worker-0")
-    with pytest.raises(LabError, match="no pods run on controller-0"):
-        ins.find_pod(GETCAP, "x", "controller-0")
 
 
 # -- kubectl-shaped objects --------------------------------------------------------------------
@@ -651,7 +631,7 @@ def test_docker_exec_argv():
 
 
 def test_get_help_and_short_names():
-    from labbuilder.cli import main
+    from labbuilder.cli.main import main
 
     runner = CliRunner()
     result = runner.invoke(main, ["get", "--help"])

@@ -6,7 +6,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from labbuilder.kubeproxy import (
+from labbuilder.compile.kubeproxy import (
     ext_chain,
     kube_proxy_tables,
     probability,
@@ -14,7 +14,8 @@ from labbuilder.kubeproxy import (
     service_port_name,
     svc_chain,
 )
-from labbuilder.model import (
+from labbuilder.compile.netfilter import normalise, parse_save, render_restore
+from labbuilder.spec.model import (
     Cluster,
     Cni,
     Endpoint,
@@ -25,7 +26,6 @@ from labbuilder.model import (
     Service,
     ServicePort,
 )
-from labbuilder.netfilter import normalise, parse_save, render_restore
 
 NODE = Node("worker-0", "worker", IPv4Address("10.240.0.20"), IPv4Network("10.200.0.0/24"))
 

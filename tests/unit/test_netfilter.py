@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from labbuilder.netfilter import (
+from labbuilder.compile.netfilter import (
     BUILTIN_CHAINS,
     Table,
     comment,

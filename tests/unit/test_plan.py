@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
-from labbuilder.addressing import hashed_mac
-from labbuilder.cni.bridge import masq_chain
-from labbuilder.plan import ROUTER, AddNetns, Iptables, Route, Veth, WriteFile, compile_plan
-from labbuilder.resolve import build_model
-from labbuilder.spec import load
+from labbuilder.compile.cni.bridge import masq_chain
+from labbuilder.compile.ops import ROUTER, AddNetns, Iptables, Route, Veth, WriteFile
+from labbuilder.compile.plan import compile_plan
+from labbuilder.spec.addressing import hashed_mac
+from labbuilder.spec.load import load
+from labbuilder.spec.resolve import build_model
 
 
 def kthw_plan(name: str = "kthw"):

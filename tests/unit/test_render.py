@@ -10,12 +10,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from labbuilder.cli import main
-from labbuilder.lab import plan_hash
-from labbuilder.plan import ROUTER, AddNetns, Iptables, Process, Veth, WriteFile, compile_plan
-from labbuilder.render import render_sh
-from labbuilder.resolve import build_model
-from labbuilder.spec import load
+from labbuilder.cli.main import main
+from labbuilder.compile.ops import ROUTER, Iptables, Phase, Process, Veth, WriteFile
+from labbuilder.compile.plan import compile_plan
+from labbuilder.present.render import render_sh
+from labbuilder.spec.load import load
+from labbuilder.spec.resolve import build_model
 from tests.conftest import LABS
 
 SHIPPED = sorted(p.stem for p in LABS.glob("*.yaml"))
@@ -50,7 +50,7 @@ def test_containers_are_sealed_labelled_and_never_privileged(name):
     lab, script = script_for(name)
     runs = [c for c in host_commands(script) if c.startswith("docker run")]
     assert len(runs) == len(lab.nodes) + 1
-    digest = plan_hash(compile_plan(lab))
+    digest = compile_plan(lab).digest
     for run in runs:
         assert "--network none" in run and "--privileged" not in run
         assert all(f"--cap-add {cap}" in run for cap in ("NET_ADMIN", "SYS_ADMIN", "NET_RAW"))
@@ -77,10 +77,7 @@ def test_every_planned_operation_is_in_the_script_in_apply_order(name):
         container = lab.router_name if key == ROUTER else lab.container_name(key)
         mine = "\n".join(body for name, body in blocks if name == container)
         position = 0
-        phases = [
-            [o for o in ops if isinstance(o, AddNetns)],
-            [o for o in ops if not isinstance(o, AddNetns | WriteFile | Iptables | Process)],
-        ]
+        phases = [[o for o in ops if o.phase == phase] for phase in (Phase.NETNS, Phase.LINKS, Phase.ROUTES)]
         for op in (o for phase in phases for o in phase if o.ns.container == key):
             if isinstance(op, Veth) and op.peer_ns.container != key:
                 continue  # made from the host with nsenter, checked above

@@ -7,8 +7,8 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 
 from labbuilder.errors import SpecError
-from labbuilder.resolve import build_model
-from labbuilder.spec import load, load_text
+from labbuilder.spec.load import load, load_text
+from labbuilder.spec.resolve import build_model
 
 
 def resolve(text: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from labbuilder.errors import SpecError
-from labbuilder.spec import load, load_text
+from labbuilder.spec.load import load, load_text
 
 MINIMAL = "name: mini\nnodes:\n  - name: worker-0\n"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from labbuilder.lab import resolve_file
+from labbuilder.lifecycle.lab import resolve_file
 
 LAB = resolve_file("kthw", "seekthw")[1].lab
 
@@ -42,10 +42,10 @@ PACKET: 2 d9cf1e09 IN=cnio0 SRC=10.200.0.3 DST=10.32.0.2 LEN=84 TOS=0xa8 TTL=64 
 
 
 def test_monitor_output_becomes_hops_in_the_order_the_packet_took():
-    from labbuilder.trace import Hop, Place, follow, order, parse_monitor
+    from labbuilder.observe.tracer import Hop, Place, follow, order, parse_monitor
 
     hops = [
-        Hop(Place(key, None, key), segment)
+        Hop(Place(key, None, key, key, ""), segment)
         for key in ("router", "node", "pod")  # deliberately out of order
         for segment in follow(parse_monitor(MONITOR[key]), "42860")
     ]
@@ -63,7 +63,7 @@ def test_monitor_output_becomes_hops_in_the_order_the_packet_took():
 def test_from_and_to_accept_pods_by_prefix_nodes_services_and_ips():
     lab = LAB
     from labbuilder.errors import LabError
-    from labbuilder.trace import source_place, target
+    from labbuilder.observe.tracer import source_place, target
 
     pod = client(lab, "worker-0")
     assert source_place(lab, f"pod/{pod.name[:-2]}").netns == pod.netns
@@ -77,5 +77,5 @@ def test_from_and_to_accept_pods_by_prefix_nodes_services_and_ips():
     assert source_place(lab, "pod/busybox@worker-2").netns == client(lab, "worker-2").netns
     with pytest.raises(LabError, match="matches 3 pods"):
         source_place(lab, "pod/busybox")
-    with pytest.raises(LabError, match="cannot send"):
+    with pytest.raises(LabError, match="a service is not a place"):
         source_place(lab, "service/nginx")

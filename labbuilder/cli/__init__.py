@@ -1,0 +1,1 @@
+"""The command line: one module per verb group; imports the stages lazily so `--help` is fast."""

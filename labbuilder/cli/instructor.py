@@ -1,0 +1,93 @@
+"""The instructor's commands: grade a lab with checks, start an exercise."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from labbuilder.cli.tools import bold, console, lab_handle, user_errors
+
+
+@click.command()
+@click.argument("lab")
+@click.option(
+    "--exercise",
+    "exercise_file",
+    type=click.Path(dir_okay=False),
+    help="grade the checks of this exercise file instead of the lab's own",
+)
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--junit", "junit_file", type=click.Path(dir_okay=False), help="also write a JUnit XML report here")
+@user_errors
+def check(lab: str, exercise_file: str | None, output: str, junit_file: str | None) -> None:
+    """Run the lab's checks (or an exercise's) against running LAB; exit 1 if any fails.
+
+    Checks: reach / no-reach between pods, nodes, services and IP:PORT (icmp, tcp, udp), a
+    route present on a node, NAT seen in conntrack, a DNS answer. They run in parallel.
+
+    \b
+    Examples:
+      labbuilder check kthw
+      labbuilder check kthw --exercise labs/exercises/kthw-pod-routes.yaml --junit grades.xml
+      labbuilder check kthw -o json
+    """
+    from labbuilder.observe import checks as grading
+    from labbuilder.present.tables import results_table
+    from labbuilder.spec.exercise import load_exercise
+
+    handle = lab_handle(lab)
+    model = handle.model()
+    to_run = load_exercise(exercise_file, model).checks if exercise_file else model.checks
+    if not to_run:
+        console.print(f"lab {lab} has no checks" + ("" if exercise_file else " (add `checks:` or use --exercise)"))
+        return
+    results = grading.run_checks(model, to_run, grading.exec_in(handle))
+    if junit_file:
+        Path(junit_file).write_text(grading.junit_xml(lab, results))
+    if output == "json":
+        click.echo(json.dumps(grading.as_json(results), indent=2))
+    else:
+        table = results_table(results)
+        console.print(table)
+        failed = sum(not r.passed for r in results)
+        console.print(f"{len(results) - failed} passed, {failed} failed")
+    if any(not r.passed for r in results):
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("lab")
+@click.argument("exercise_file", type=click.Path(exists=True, dir_okay=False))
+@user_errors
+def exercise(lab: str, exercise_file: str) -> None:
+    """Start an exercise on running LAB: print its task and run its setup (what it breaks).
+
+    \b
+    Example:
+      labbuilder exercise kthw labs/exercises/kthw-pod-routes.yaml
+      ...fix it...
+      labbuilder check kthw --exercise labs/exercises/kthw-pod-routes.yaml
+      labbuilder reset kthw
+    """
+    from labbuilder.compile.ops import Ns
+    from labbuilder.errors import LabError
+    from labbuilder.spec import refs
+    from labbuilder.spec.exercise import load_exercise
+
+    handle = lab_handle(lab)
+    model = handle.model()
+    ex = load_exercise(exercise_file, model)
+    for step in ex.setup:
+        where = refs.place(model, step.on)
+        result = handle.exec(Ns(where.key, where.netns), ("sh", "-c", step.run))
+        if result.code != 0:
+            raise LabError(f"exercise setup on {step.on}: `{step.run}` failed: {result.output.strip()}")
+    console.print(bold(ex.title), "\n")
+    console.print(ex.task.strip())
+    console.print(f"\nWhen you are done: labbuilder check {lab} --exercise {exercise_file}")
+
+
+COMMANDS: list[click.Command] = [check, exercise]

@@ -1,0 +1,279 @@
+"""The vocabulary of a plan: operations, each a frozen fact about one namespace, with its phase.
+
+An operation says what must be true (a link, an address, a route, a file, a process), not how
+to make it so; `engine.apply` makes it true idempotently. Every operation describes itself as the
+shell command a person would type inside the container (what `labbuilder plan` prints), and
+carries the phase it belongs to: apply, render and reset all walk a container's operations in
+`PHASES` order, plan order within a phase.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import ClassVar
+
+from labbuilder.spec.model import ROUTER
+
+__all__ = ["PHASES", "ROUTER", "Op", "Phase", "by_phase"]
+
+
+class Phase(IntEnum):
+    """Why this order: links need their namespace, routes need their addresses (a gateway must
+    be on-link), iptables-restore and processes need their files."""
+
+    NETNS = 0  # pod namespaces (one exec per container)
+    LINKS = 1  # links, masters, addresses, neighbours, fdb (netlink)
+    ROUTES = 2  # routes (netlink), after the addresses that make their gateways reachable
+    FILES = 3  # files (one archive)
+    RULES = 4  # iptables-restore of whole tables
+    PROCESSES = 5  # long-running processes, started once (pidfiles)
+
+
+PHASES = tuple(Phase)
+
+
+@dataclass(frozen=True)
+class Ns:
+    """Where an operation applies: a container's own netns, or a pod netns inside it."""
+
+    container: str  # node name, or ROUTER
+    netns: str | None = None
+
+    def ip(self) -> str:
+        """The `ip` command prefix for this namespace, as typed inside the container."""
+        return f"ip -n {self.netns}" if self.netns else "ip"
+
+
+@dataclass(frozen=True)
+class AddNetns:
+    ns: Ns  # the pod namespace to create (ns.netns is its name)
+
+    phase: ClassVar[Phase] = Phase.NETNS
+
+    def describe(self) -> str:
+        return f"ip netns add {self.ns.netns}"
+
+
+@dataclass(frozen=True)
+class Veth:
+    """A veth pair created inside `ns` with its peer placed straight into `peer_ns`."""
+
+    ns: Ns
+    name: str
+    peer_ns: Ns
+    peer_name: str
+    mac: str | None = None
+    peer_mac: str | None = None
+    mtu: int = 1500
+
+    phase: ClassVar[Phase] = Phase.LINKS
+
+    def describe(self) -> str:
+        where = f" netns {self.peer_ns.netns}" if self.peer_ns.netns else f" netns <pid of {self.peer_ns.container}>"
+        mac = f" address {self.mac}" if self.mac else ""
+        peer_mac = f" address {self.peer_mac}" if self.peer_mac else ""
+        return (
+            f"{self.ns.ip()} link add {self.name}{mac} mtu {self.mtu} type veth "
+            f"peer name {self.peer_name}{peer_mac} mtu {self.mtu}{where}"
+        )
+
+
+@dataclass(frozen=True)
+class Bridge:
+    ns: Ns
+    name: str
+    mac: str | None = None
+    mtu: int = 1500
+
+    phase: ClassVar[Phase] = Phase.LINKS
+
+    def describe(self) -> str:
+        mac = f" address {self.mac}" if self.mac else ""
+        return f"{self.ns.ip()} link add {self.name}{mac} mtu {self.mtu} type bridge"
+
+
+@dataclass(frozen=True)
+class Vxlan:
+    ns: Ns
+    name: str
+    vni: int
+    local: str
+    port: int
+    dev: str
+    mtu: int
+    mac: str | None = None
+
+    phase: ClassVar[Phase] = Phase.LINKS
+
+    def describe(self) -> str:
+        mac = f" address {self.mac}" if self.mac else ""
+        return (
+            f"{self.ns.ip()} link add {self.name}{mac} mtu {self.mtu} type vxlan id {self.vni} "
+            f"local {self.local} dev {self.dev} dstport {self.port} nolearning"
+        )
+
+
+@dataclass(frozen=True)
+class Master:
+    ns: Ns
+    ifname: str
+    master: str
+
+    phase: ClassVar[Phase] = Phase.LINKS
+
+    def describe(self) -> str:
+        return f"{self.ns.ip()} link set {self.ifname} master {self.master}"
+
+
+@dataclass(frozen=True)
+class Hairpin:
+    """Let a bridge port send frames back out where they came in: a pod reaching itself via a service."""
+
+    ns: Ns
+    ifname: str
+
+    phase: ClassVar[Phase] = Phase.LINKS
+
+    def describe(self) -> str:
+        return f"{self.ns.ip()} link set {self.ifname} type bridge_slave hairpin on"
+
+
+@dataclass(frozen=True)
+class LinkUp:
+    ns: Ns
+    ifname: str
+
+    phase: ClassVar[Phase] = Phase.LINKS
+
+    def describe(self) -> str:
+        return f"{self.ns.ip()} link set {self.ifname} up"
+
+
+@dataclass(frozen=True)
+class Address:
+    ns: Ns
+    ifname: str
+    cidr: str  # "10.200.0.1/24"
+
+    phase: ClassVar[Phase] = Phase.LINKS
+
+    def describe(self) -> str:
+        return f"{self.ns.ip()} addr add {self.cidr} dev {self.ifname}"
+
+
+@dataclass(frozen=True)
+class Route:
+    ns: Ns
+    dst: str  # "default" or a CIDR
+    via: str | None = None
+    dev: str | None = None
+    scope: str | None = None  # "host", "link"
+    src: str | None = None
+    onlink: bool = False
+    proto: str | None = None  # "kernel" only when reset restores an address's connected route
+
+    phase: ClassVar[Phase] = Phase.ROUTES
+
+    def describe(self) -> str:
+        text = f"{self.ns.ip()} route replace {self.dst}"
+        text += f" via {self.via}" if self.via else ""
+        text += f" dev {self.dev}" if self.dev else ""
+        text += f" proto {self.proto}" if self.proto else ""
+        text += f" scope {self.scope}" if self.scope else ""
+        text += f" src {self.src}" if self.src else ""
+        return text + (" onlink" if self.onlink else "")
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    ns: Ns
+    ip: str
+    mac: str
+    dev: str
+
+    phase: ClassVar[Phase] = Phase.LINKS
+
+    def describe(self) -> str:
+        return f"{self.ns.ip()} neigh replace {self.ip} lladdr {self.mac} dev {self.dev} nud permanent"
+
+
+@dataclass(frozen=True)
+class Fdb:
+    ns: Ns
+    mac: str
+    dev: str
+    dst: str
+
+    phase: ClassVar[Phase] = Phase.LINKS
+
+    def describe(self) -> str:
+        return f"bridge fdb append {self.mac} dev {self.dev} dst {self.dst} self permanent"
+
+
+@dataclass(frozen=True)
+class WriteFile:
+    ns: Ns
+    path: str
+    content: str
+
+    phase: ClassVar[Phase] = Phase.FILES
+
+    def describe(self) -> str:
+        return f"cat > {self.path} <<'EOF'\n{self.content.rstrip()}\nEOF"
+
+
+@dataclass(frozen=True)
+class Iptables:
+    """A whole-table iptables-restore payload (nat and filter), applied atomically."""
+
+    ns: Ns
+    payload: str
+
+    phase: ClassVar[Phase] = Phase.RULES
+
+    def describe(self) -> str:
+        return f"iptables-restore <<'EOF'\n{self.payload.rstrip()}\nEOF"
+
+
+@dataclass(frozen=True)
+class Process:
+    """A long-running process, in a pod netns when ns.netns is set; `name` keys its pidfile."""
+
+    ns: Ns
+    name: str
+    argv: tuple[str, ...]
+
+    phase: ClassVar[Phase] = Phase.PROCESSES
+
+    def describe(self) -> str:
+        prefix = f"ip netns exec {self.ns.netns} " if self.ns.netns else ""
+        return f"{prefix}{shlex.join(self.argv)} &"
+
+
+Op = (
+    AddNetns
+    | Veth
+    | Bridge
+    | Vxlan
+    | Master
+    | Hairpin
+    | LinkUp
+    | Address
+    | Route
+    | Neighbour
+    | Fdb
+    | WriteFile
+    | Iptables
+    | Process
+)
+
+
+def by_phase(ops: Iterable[Op]) -> dict[Phase, list[Op]]:
+    """A container's operations grouped by phase, in phase order; plan order within each."""
+    groups: dict[Phase, list[Op]] = {phase: [] for phase in PHASES}
+    for op in ops:
+        groups[op.phase].append(op)
+    return groups

@@ -1,0 +1,13 @@
+"""Where labbuilder keeps its own state inside the containers of a lab: one place for every path
+that apply, render, reset and readback agree on."""
+
+from __future__ import annotations
+
+STATE_DIR = "/run/labbuilder"  # inside each node: what labbuilder keeps there
+PID_DIR = f"{STATE_DIR}/pids"  # one pidfile per process it started, named after the process
+RULES_FILE = f"{STATE_DIR}/iptables.rules"  # the iptables-restore payload last applied
+SPEC_COPY = "/etc/labbuilder/lab.yaml"  # inside the router: lets status/get/reset work without the file
+
+
+def pidfile(process: str) -> str:
+    return f"{PID_DIR}/{process}.pid"

@@ -1,0 +1,113 @@
+"""Apply a container's planned operations, phase by phase (`ops.PHASES`), with few round trips.
+
+Within one container: pod netns (one exec), links and addresses, then routes (pyroute2, sockets
+opened inside each namespace by path), files and the iptables payload (one archive),
+iptables-restore (one exec), processes (one exec). Each phase is idempotent, so applying twice
+converges; reset applies the same phases after it has pruned what the plan does not hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from labbuilder.compile import kubelet
+from labbuilder.compile.ops import (
+    AddNetns,
+    Address,
+    Bridge,
+    Fdb,
+    Hairpin,
+    Iptables,
+    LinkUp,
+    Master,
+    Neighbour,
+    Op,
+    Phase,
+    Process,
+    Route,
+    Veth,
+    Vxlan,
+    WriteFile,
+    by_phase,
+)
+from labbuilder.compile.paths import RULES_FILE
+from labbuilder.engine.netlink import Netlink
+from labbuilder.engine.runtime import LabHandle
+from labbuilder.errors import LabError
+
+NetlinkOp = Veth | Bridge | Vxlan | Master | Hairpin | LinkUp | Address | Route | Neighbour | Fdb
+
+
+def apply_netlink(nl: Netlink, op: NetlinkOp) -> None:
+    """Apply one operation; a kernel refusal names the operation as the command a person would type."""
+    try:
+        _dispatch(nl, op)
+    except NetlinkError as err:
+        where = op.ns.container + (f" ({op.ns.netns})" if op.ns.netns else "")
+        raise LabError(f"{where}: `{op.describe()}` failed: {err.args[-1] if err.args else err}") from None
+
+
+def _dispatch(nl: Netlink, op: NetlinkOp) -> None:
+    match op:
+        case Veth():
+            nl.veth(op)
+        case Bridge():
+            nl.bridge(op)
+        case Vxlan():
+            nl.vxlan(op)
+        case Master():
+            nl.master(op)
+        case Hairpin():
+            nl.hairpin(op)
+        case LinkUp():
+            nl.link_up(op)
+        case Address():
+            nl.address(op)
+        case Route():
+            nl.route(op)
+        case Neighbour():
+            nl.neighbour(op)
+        case Fdb():
+            nl.fdb(op)
+
+
+class Applier:
+    """Makes a plan's operations true in one lab, through its handle."""
+
+    def __init__(self, lab: LabHandle):
+        self.lab = lab
+
+    def apply(self, key: str, ops: Sequence[Op]) -> None:
+        phases = by_phase(ops)
+        self.add_netns(key, phases[Phase.NETNS])
+        with Netlink(self.lab.ns_path) as nl:
+            for op in [*phases[Phase.LINKS], *phases[Phase.ROUTES]]:
+                assert isinstance(op, NetlinkOp)
+                apply_netlink(nl, op)
+        files = {op.path: op.content for op in phases[Phase.FILES] if isinstance(op, WriteFile)}
+        rules = [op.payload for op in phases[Phase.RULES] if isinstance(op, Iptables)]
+        if rules:
+            files[RULES_FILE] = rules[-1]
+        if files:
+            self.lab.put_files(key, files)
+        if rules:
+            self.restore_rules(key)
+        self.start_processes(key, [op for op in phases[Phase.PROCESSES] if isinstance(op, Process)])
+
+    def restore_rules(self, key: str) -> None:
+        """iptables-restore of the payload already written to RULES_FILE: whole tables, atomically."""
+        self.lab.run(key, ["iptables-restore", RULES_FILE])
+
+    def add_netns(self, key: str, ops: Sequence[Op]) -> None:
+        names = [op.ns.netns for op in ops if isinstance(op, AddNetns) and op.ns.netns]
+        if names:
+            script = "; ".join(f"[ -e /run/netns/{n} ] || ip netns add {n}" for n in names)
+            self.lab.run(key, ["sh", "-ec", script])
+
+    def start_processes(self, key: str, ops: list[Process]) -> list[str]:
+        """Start each process that is not running; returns the names of those it started."""
+        if not ops:
+            return []
+        return kubelet.started(self.lab.run(key, ["sh", "-ec", kubelet.start_script(ops)]))

@@ -1,0 +1,361 @@
+"""The one door to the Docker engine: an `Engine` (the connection) and a `LabHandle` per lab.
+
+Every container labbuilder creates carries `labbuilder.lab=<lab>`; that label is how every
+command finds a lab without its file, and all it ever touches. A `LabHandle` owns a lab's
+containers by key (node name, or "router"), and is the only way in: `exec(ns, argv)` in a
+container or a pod netns, `put_files`, pids and namespace paths. Nothing outside `engine/`
+imports docker; Docker's errors leave this module as one sentence about the lab (LabError),
+with the raw error kept for `--debug`.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import PurePosixPath
+from typing import TypeVar
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from labbuilder.compile.ops import ROUTER, Ns
+from labbuilder.compile.paths import SPEC_COPY
+from labbuilder.compile.plan import LABEL_LAB, LABEL_NODE, LABEL_ROLE, LABEL_SPEC, ContainerSpec
+from labbuilder.errors import LabError
+from labbuilder.spec.load import Spec, load_text
+from labbuilder.spec.model import Lab
+from labbuilder.spec.resolve import build_model
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    code: int
+    output: str
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What commands need to know of a lab container, read from Docker once."""
+
+    key: str  # node name, or ROUTER
+    name: str
+    lab: str
+    role: str
+    state: str  # running, exited, created, ...
+    started: float | None  # epoch seconds of the last start
+    spec_hash: str
+    pid: int  # 0 when not running
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+class EngineError(LabError):
+    """A Docker API error, said as one sentence; `detail` keeps Docker's own words for --debug."""
+
+    def __init__(self, message: str, hint: str = "", detail: str = ""):
+        super().__init__(message, hint)
+        self.detail = detail
+
+
+def _explain(err: docker.errors.DockerException) -> str:
+    """Docker's explanation without its URL and status line."""
+    text = getattr(err, "explanation", None) or str(err)
+    text = re.sub(r"^\d{3} (Client|Server) Error for \S+: ", "", str(text))
+    return text.strip().rstrip(".")
+
+
+@contextmanager
+def docker_errors(what: str, hint: str = "") -> Iterator[None]:
+    """Turn any Docker error raised inside into `EngineError("<what>: <why>")`."""
+    try:
+        yield
+    except docker.errors.NotFound as err:
+        raise EngineError(f"{what}: it no longer exists", hint or "another command removed it?", str(err)) from None
+    except docker.errors.APIError as err:
+        status = getattr(err, "status_code", None)
+        if status == 409:
+            hint = hint or "another labbuilder command is working on this lab; wait for it, then try again"
+        raise EngineError(f"{what}: {_explain(err)}", hint, str(err)) from None
+    except docker.errors.DockerException as err:
+        raise EngineError(
+            f"{what}: cannot talk to the Docker engine ({_explain(err)})",
+            "is dockerd running? `bash scripts/ensure-docker.sh` installs and starts it",
+            str(err),
+        ) from None
+
+
+def connect() -> docker.DockerClient:
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except docker.errors.DockerException as err:
+        raise EngineError(
+            f"cannot reach the Docker engine: {_explain(err)}",
+            "start it with `bash scripts/ensure-docker.sh` (installs and starts dockerd)",
+            str(err),
+        ) from None
+    return client
+
+
+def parse_docker_time(text: str) -> float | None:
+    """Docker's `State.StartedAt` (RFC 3339 with nanoseconds) as epoch seconds."""
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$", text or "")
+    if not match or match.group(1).startswith("0001-"):
+        return None
+    zone = "+00:00" if match.group(3) == "Z" else match.group(3)
+    stamp = datetime.fromisoformat(match.group(1) + zone).timestamp()
+    return stamp + float("0." + match.group(2)) if match.group(2) else stamp
+
+
+def _info(container: Container) -> ContainerInfo:
+    labels = container.labels
+    state = container.attrs.get("State", {})
+    return ContainerInfo(
+        key=labels.get(LABEL_NODE, ""),
+        name=container.name,
+        lab=labels.get(LABEL_LAB, ""),
+        role=labels.get(LABEL_ROLE, ""),
+        state=container.status,
+        started=parse_docker_time(state.get("StartedAt", "")),
+        spec_hash=labels.get(LABEL_SPEC, ""),
+        pid=int(state.get("Pid") or 0),
+    )
+
+
+class Engine:
+    """A Docker engine: the connection, the node image, and every lab's containers."""
+
+    def __init__(self, client: docker.DockerClient | None = None):
+        self._client = client
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = connect()
+        return self._client
+
+    def lab(self, name: str) -> LabHandle:
+        return LabHandle(self, name)
+
+    def _list(self, label: str) -> list[Container]:
+        with docker_errors("cannot list the lab containers"):
+            return list(self.client.containers.list(all=True, filters={"label": label}))
+
+    def containers(self, lab: str | None = None) -> list[ContainerInfo]:
+        """The containers of one lab, or of every lab on this engine."""
+        return [_info(c) for c in self._list(f"{LABEL_LAB}={lab}" if lab else LABEL_LAB)]
+
+    def ensure_image(self, progress: Callable[[str], None]) -> str:
+        from labbuilder.engine import image  # the image builder is only needed by `up` and `image build`
+
+        return image.ensure_image(self.client, on_progress=progress)
+
+    def version(self) -> str:
+        with docker_errors("cannot read the engine's version"):
+            return str(self.client.version().get("Version", ""))
+
+
+class LabHandle:
+    """One lab on an engine: its containers by key, and the only ways into them."""
+
+    def __init__(self, engine: Engine, name: str):
+        self.engine = engine
+        self.name = name
+        self._containers: dict[str, Container] | None = None
+        self._pids: dict[str, int] = {}  # read once per handle: namespace paths need them often
+
+    # -- what there is -----------------------------------------------------------------------
+    def _all(self) -> dict[str, Container]:
+        if self._containers is None:
+            self.refresh()
+        assert self._containers is not None
+        return self._containers
+
+    def refresh(self) -> None:
+        """Read the lab's containers from Docker again (after creating, starting or removing)."""
+        found = self.engine._list(f"{LABEL_LAB}={self.name}")
+        self._containers = {c.labels.get(LABEL_NODE, ""): c for c in found}
+        self._pids.clear()
+
+    @property
+    def containers(self) -> dict[str, ContainerInfo]:
+        return {key: _info(c) for key, c in self._all().items()}
+
+    def exists(self) -> bool:
+        return bool(self._all())
+
+    def require(self, keys: Sequence[str] | None = None) -> None:
+        """LabError unless the lab exists and the containers of `keys` (default: all) run."""
+        found = self.containers
+        if not found:
+            raise LabError(f"no lab named {self.name} on this host", hint="`labbuilder ls` lists the labs")
+        wanted = list(keys) if keys is not None else list(found)
+        missing = [k for k in wanted if k not in found]
+        stopped = [found[k].name for k in wanted if k in found and not found[k].running]
+        if missing or stopped:
+            what = ", ".join([*(f"{k} is missing" for k in missing), *(f"{n} is stopped" for n in stopped)])
+            raise LabError(
+                f"lab {self.name} is not fully running: {what}",
+                hint=f"`labbuilder reset {self.name}` brings it back",
+            )
+
+    def _container(self, key: str) -> Container:
+        try:
+            return self._all()[key]
+        except KeyError:
+            raise LabError(
+                f"lab {self.name} has no container for {key}", hint=f"`labbuilder status {self.name}`"
+            ) from None
+
+    # -- making and removing -----------------------------------------------------------------
+    def create(self, spec: ContainerSpec, labels: dict[str, str], image: str) -> None:
+        """A sealed node: no network, explicit capabilities, never privileged."""
+        with docker_errors(f"lab {self.name}: cannot create container {spec.name}"):
+            container = self.engine.client.containers.run(
+                image,
+                ["sleep", "infinity"],
+                name=spec.name,
+                hostname=spec.hostname,
+                labels=labels,
+                network_mode="none",
+                cap_add=list(spec.caps),
+                sysctls=spec.sysctls,
+                init=True,
+                detach=True,
+                stop_signal="SIGKILL",
+            )
+        self._all()[spec.key] = container
+
+    def start(self, key: str) -> None:
+        container = self._container(key)
+        with docker_errors(f"lab {self.name}: cannot start {container.name}"):
+            container.start()
+            container.reload()
+        self._pids.pop(key, None)
+
+    def remove(self, keys: Sequence[str] | None = None) -> list[str]:
+        """Remove the lab's containers (those of `keys`, or all), and only those; returns their names."""
+        removed = []
+        for key, container in list(self._all().items()):
+            if keys is not None and key not in keys:
+                continue
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass  # already gone: another command removed it
+            except docker.errors.APIError as err:
+                if getattr(err, "status_code", None) != 409:  # 409: removal already in progress
+                    with docker_errors(f"lab {self.name}: cannot remove {container.name}"):
+                        raise
+            removed.append(container.name)
+            del self._all()[key]
+        return sorted(removed)
+
+    # -- inside ------------------------------------------------------------------------------
+    def pid(self, key: str) -> int:
+        """The container's init pid on this host: the handle of its namespaces under /proc."""
+        if key in self._pids:
+            return self._pids[key]
+        container = self._container(key)
+        with docker_errors(f"lab {self.name}: cannot inspect {container.name}"):
+            container.reload()
+        pid = int(container.attrs["State"]["Pid"] or 0)
+        if not pid:
+            raise LabError(
+                f"lab {self.name}: container {container.name} is not running",
+                hint=f"`labbuilder reset {self.name}` starts it again",
+            )
+        self._pids[key] = pid
+        return pid
+
+    def ns_path(self, ns: Ns) -> str:
+        """Where the host sees a namespace: `/proc/PID/ns/net`, or the pod's bind mount inside the node."""
+        pid = self.pid(ns.container)
+        if ns.netns:
+            return f"/proc/{pid}/root/run/netns/{ns.netns}"
+        return f"/proc/{pid}/ns/net"
+
+    def exec(self, ns: Ns | str, argv: Sequence[str]) -> ExecResult:
+        """Run argv in a container (a key) or a pod netns inside its node; never raises on exit status."""
+        ns = Ns(ns) if isinstance(ns, str) else ns
+        container = self._container(ns.container)
+        full = ["ip", "netns", "exec", ns.netns, *argv] if ns.netns else list(argv)
+        with docker_errors(f"lab {self.name}: cannot run a command in {container.name}"):
+            code, output = container.exec_run(full)
+        text = output.decode(errors="replace") if isinstance(output, bytes) else ""
+        return ExecResult(code or 0, text)
+
+    def run(self, ns: Ns | str, argv: Sequence[str]) -> str:
+        """exec and fail loudly: an unexpected failure inside a node is a bug worth seeing."""
+        ns = Ns(ns) if isinstance(ns, str) else ns
+        result = self.exec(ns, argv)
+        if result.code != 0:
+            where = self._container(ns.container).name + (f" ({ns.netns})" if ns.netns else "")
+            raise LabError(f"{where}: `{' '.join(argv)}` failed ({result.code}): {result.output.strip()}")
+        return result.output
+
+    def put_files(self, key: str, files: dict[str, str]) -> None:
+        """Write files (path → text) in one tar archive extracted at /, parent folders included."""
+        container = self._container(key)
+        with docker_errors(f"lab {self.name}: cannot write files into {container.name}"):
+            ok = container.put_archive("/", tar_of(files))
+        if not ok:
+            raise LabError(f"{container.name}: could not write {', '.join(files)}")
+
+    def read_spec(self) -> str:
+        """The spec copy the router keeps (SPEC_COPY); LabError when the lab or the copy is missing."""
+        if ROUTER not in self._all():
+            raise LabError(f"no lab named {self.name} on this host", hint="`labbuilder ls` lists the labs")
+        result = self.exec(ROUTER, ["cat", SPEC_COPY])
+        if result.code != 0:
+            raise LabError(
+                f"lab {self.name}: its router holds no copy of the lab file ({result.output.strip()})",
+                hint=f"`labbuilder reset {self.name} --file LAB.yaml` or `labbuilder up LAB.yaml` restores it",
+            )
+        return result.output
+
+    def spec(self) -> Spec:
+        """The running lab's spec, from the copy its router keeps."""
+        return load_text(self.read_spec(), f"{self.name}:{SPEC_COPY}")
+
+    def model(self) -> Lab:
+        """The running lab's model: what every command that works on a running lab starts from."""
+        return build_model(self.spec()).lab
+
+
+def tar_of(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    now = int(time.time())
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        folders = sorted({str(p) for path in files for p in PurePosixPath(path).parents if str(p) != "/"})
+        for folder in folders:
+            info = tarfile.TarInfo(folder.lstrip("/"))
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, now
+            tar.addfile(info)
+        for path, content in files.items():
+            data = content.encode()
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode, info.mtime = len(data), 0o644, now
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def in_threads(work: Callable[[str], T], keys: Sequence[str], workers: int = 8) -> dict[str, T]:
+    """Run `work(key)` for every key in parallel (container work is I/O bound); results by key."""
+    if not keys:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys)))) as pool:
+        futures = {key: pool.submit(work, key) for key in keys}
+        return {key: future.result() for key, future in futures.items()}

@@ -1,0 +1,121 @@
+"""Lab lifecycle: up (create or converge), down, status — sequencing the engine's effects.
+
+`up` loads and resolves the whole spec before it creates anything, so a bad file creates
+nothing; if applying fails, what this `up` created is removed again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from labbuilder.compile.ops import ROUTER
+from labbuilder.compile.paths import SPEC_COPY
+from labbuilder.compile.plan import Plan, compile_plan
+from labbuilder.engine.apply import Applier
+from labbuilder.engine.runtime import ContainerInfo, Engine, LabHandle, in_threads
+from labbuilder.errors import LabError
+from labbuilder.spec.load import Spec, load, spec_text
+from labbuilder.spec.model import Lab
+from labbuilder.spec.resolve import Resolved, build_model
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def resolve_file(path: str, name: str | None = None) -> tuple[Spec, Resolved]:
+    spec = load(path)
+    if name:
+        spec.data["name"] = name
+    return spec, build_model(spec)
+
+
+@dataclass
+class UpResult:
+    lab: Lab
+    created: bool  # False when an existing lab was converged
+
+
+def up(path: str, name: str | None = None, progress: Progress = _quiet, engine: Engine | None = None) -> UpResult:
+    spec, resolved = resolve_file(path, name)
+    plan = compile_plan(resolved.lab)
+    engine = engine or Engine()
+    tag = engine.ensure_image(progress)
+    handle = engine.lab(plan.lab.name)
+    existing = handle.containers
+    if existing:
+        hashes = {c.spec_hash for c in existing.values()}
+        if hashes != {plan.digest} or len(existing) != len(plan.containers):
+            raise LabError(
+                f"lab {plan.lab.name} is already up, from a different spec or only partly",
+                hint=f"`labbuilder reset {plan.lab.name}` repairs it, `labbuilder down {plan.lab.name}` removes it; "
+                "`up --name OTHER` starts a second copy",
+            )
+        progress(f"lab {plan.lab.name} is already up: converging")
+    new = [c.key for c in plan.containers if c.key not in existing]
+    try:
+        ensure_containers(handle, plan, progress, tag)
+        handle.put_files(ROUTER, {SPEC_COPY: spec_text(spec)})
+        apply_plan(handle, plan, progress)
+    except BaseException:
+        if new:
+            progress(f"failed: removing what this run created in lab {plan.lab.name}")
+            handle.remove(new)  # only containers this handle created: never another command's
+        raise
+    return UpResult(plan.lab, created=not existing)
+
+
+def apply_plan(handle: LabHandle, plan: Plan, progress: Progress = _quiet) -> None:
+    """The router first (its bridge holds the uplinks' other ends), then every node in parallel."""
+    applier = Applier(handle)
+    progress("router: node network and routes")
+    applier.apply(ROUTER, plan.steps[ROUTER])
+
+    def node(key: str) -> None:
+        applier.apply(key, plan.steps[key])
+        progress(f"{key}: configured")
+
+    in_threads(node, plan.nodes)
+
+
+@dataclass(frozen=True)
+class Containers:
+    created: list[str]  # keys of the containers this call created
+    started: list[str]  # keys of stopped containers it started again
+
+
+def ensure_containers(handle: LabHandle, plan: Plan, progress: Progress = _quiet, tag: str | None = None) -> Containers:
+    """Every container of the plan, running."""
+    found = handle.containers
+    missing = [c.key for c in plan.containers if c.key not in found]
+    if missing:
+        image = tag or handle.engine.ensure_image(progress)
+        progress(f"creating {len(missing)} containers")
+
+        def make(key: str) -> None:
+            spec = plan.container(key)
+            handle.create(spec, plan.labels(spec), image)
+
+        in_threads(make, missing, workers=4)
+    stopped = [key for key, info in found.items() if not info.running]
+    for key in stopped:
+        progress(f"starting {found[key].name}")
+        handle.start(key)
+    return Containers(missing, stopped)
+
+
+def down(name: str, engine: Engine | None = None) -> list[str]:
+    """Remove everything the lab owns, found by its label; works after a crash and without the file."""
+    return (engine or Engine()).lab(name).remove()
+
+
+def status(name: str | None = None, engine: Engine | None = None) -> dict[str, list[ContainerInfo]]:
+    labs: dict[str, list[ContainerInfo]] = {}
+    for info in (engine or Engine()).containers(name):
+        labs.setdefault(info.lab, []).append(info)
+    for entries in labs.values():
+        entries.sort(key=lambda s: (s.key != ROUTER, s.name))
+    return labs

@@ -1,0 +1,130 @@
+"""reset = diff(plan, observed) → repairs → apply: a running lab back to its pristine state.
+
+Only differences are touched, and each is reported: a lab that is intact is left as it is. Stray
+things (namespaces, links, addresses, routes) are deleted; for what is missing or changed the
+owning containers' operations are applied again, phase by phase — the same operations `up`
+applies, all idempotent. A container that had to be recreated takes a second round, because a
+new container brings none of the links other containers made into it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from labbuilder.compile.ops import Iptables, Ns, Op, Phase, Process, Route, WriteFile, by_phase
+from labbuilder.compile.paths import RULES_FILE, SPEC_COPY
+from labbuilder.compile.plan import Plan
+from labbuilder.engine.apply import Applier, NetlinkOp, apply_netlink
+from labbuilder.engine.netlink import Netlink
+from labbuilder.engine.runtime import LabHandle, in_threads
+from labbuilder.lifecycle.diff import Difference, desired_state, diff
+from labbuilder.lifecycle.lab import ensure_containers
+from labbuilder.observe.state import observe
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    differences: list[Difference]  # what was found (and, unless a dry run, repaired)
+    rounds: int
+
+    @property
+    def repairs(self) -> list[str]:
+        return [d.repair for d in self.differences]
+
+
+def reset(handle: LabHandle, plan: Plan, dry_run: bool = False, progress: Progress = _quiet) -> ResetResult:
+    """Bring the lab of `handle` back to `plan`; with dry_run, only say what would be repaired."""
+    found: list[Difference] = []
+    for rounds in (1, 2):
+        differences = diff(plan, observe(handle, plan))
+        found += [d for d in differences if d.repair not in {f.repair for f in found}]
+        if dry_run or not differences:
+            return ResetResult(found, rounds)
+        containers = [d for d in differences if d.kind == "container"]
+        if containers:
+            ensure_containers(handle, plan, progress)
+            for d in containers:  # a new (or restarted) container needs all of its operations
+                Applier(handle).apply(d.key, plan.steps[d.key])
+            continue  # other containers' links into the new ones: see them in a second round
+        repair(handle, plan, differences)
+        return ResetResult(found, rounds)
+    return ResetResult(found, 2)
+
+
+def repair(handle: LabHandle, plan: Plan, differences: list[Difference]) -> None:
+    """Delete what was added, then apply again the operations of every container that owns a loss."""
+    by_key: dict[str, list[Difference]] = {}
+    for d in differences:
+        by_key.setdefault(d.owner or d.key, []).append(d)
+    for d in differences:  # strays first: a stray address can shadow a planned one
+        if d.change == "added":
+            _remove(handle, d)
+    in_threads(lambda key: _restore(handle, plan, key, by_key[key]), list(by_key))
+
+
+def _remove(handle: LabHandle, d: Difference) -> None:
+    if d.kind == "netns":
+        handle.run(d.key, ["ip", "netns", "del", str(d.remove[0])])
+        return
+    assert d.ns is not None
+    with Netlink(handle.ns_path) as nl:
+        if d.kind == "link":
+            nl.delete_link(d.ns, str(d.remove[0]))
+        elif d.kind == "address":
+            nl.delete_address(d.ns, str(d.remove[0]), str(d.remove[1]))
+        elif d.kind == "route":
+            nl.delete_route(d.ns, d.remove[0])  # type: ignore[arg-type]
+
+
+def _restore(handle: LabHandle, plan: Plan, key: str, differences: list[Difference]) -> None:
+    kinds = {d.kind for d in differences if d.change != "added"}
+    phases = by_phase(plan.steps[key])
+    applier = Applier(handle)
+    if "netns" in kinds:
+        applier.add_netns(key, phases[Phase.NETNS])
+    if kinds & {"netns", "link", "address", "route", "link-local"}:
+        _restore_links(handle, plan, key, phases)
+    if "file" in kinds:
+        handle.put_files(key, {op.path: op.content for op in phases[Phase.FILES] if isinstance(op, WriteFile)})
+    if "iptables" in kinds:
+        rules = [op for op in phases[Phase.RULES] if isinstance(op, Iptables)]
+        handle.put_files(key, {RULES_FILE: rules[-1].payload})
+        applier.restore_rules(key)
+    if "process" in kinds:
+        applier.start_processes(key, [op for op in phases[Phase.PROCESSES] if isinstance(op, Process)])
+
+
+def _restore_links(handle: LabHandle, plan: Plan, key: str, phases: dict[Phase, list[Op]]) -> None:
+    """Links and addresses, then the prefix routes an address implies (a flush takes them and no
+    operation makes them), then the planned routes, whose gateways need those prefix routes."""
+    desired = desired_state(plan)
+    with Netlink(handle.ns_path) as nl:
+        for op in phases[Phase.LINKS]:
+            assert isinstance(op, NetlinkOp)
+            apply_netlink(nl, op)
+        namespaces = {op.ns for op in plan.steps[key]} | {Ns(key)}
+        for ns in namespaces:
+            want = desired.get(ns)
+            if want is None:
+                continue
+            present = nl.routes(ns)
+            for route in want.connected:
+                if (str(route.dst), None) not in present:
+                    apply_netlink(nl, route)
+        for op in phases[Phase.ROUTES]:
+            assert isinstance(op, Route)
+            apply_netlink(nl, op)
+        for ns in namespaces:
+            nl.restore_link_local(ns)
+
+
+def restore_spec_copy(handle: LabHandle, text: str) -> None:
+    """Write the lab file's copy into the router again (it was lost, or never written)."""
+    handle.put_files("router", {SPEC_COPY: text})

@@ -1,0 +1,181 @@
+"""Declarative checks on a running lab: reach / no-reach, routes, DNS answers, NAT seen in conntrack.
+
+A check is resolved against the lab model into a `Probe` (pure: which container, which netns,
+which command, how to judge its output), then run with `docker exec`. Checks run in parallel.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+from xml.etree import ElementTree
+
+from labbuilder.compile.ops import Ns
+from labbuilder.engine.runtime import LabHandle
+from labbuilder.spec import refs
+from labbuilder.spec.checks import probe_target
+from labbuilder.spec.model import Check, Lab
+from labbuilder.spec.refs import Place
+
+PROBE_TIMEOUT = 3  # seconds a reach probe waits
+
+
+@dataclass(frozen=True)
+class Probe:
+    check: Check
+    place: Place
+    argv: tuple[str, ...]
+    description: str
+    judge: Callable[[int, str], tuple[bool, str]] = field(compare=False)
+    follow_up: tuple[str, ...] | None = None  # run in the place's node after argv (conntrack)
+
+
+@dataclass
+class Result:
+    name: str
+    kind: str
+    description: str
+    passed: bool
+    detail: str
+
+
+# -- probes ---------------------------------------------------------------------------------
+def probe_for(lab: Lab, check: Check) -> Probe:
+    """Resolve a check into the command that tests it. Raises LabError for unknown names."""
+    if check.route is not None:
+        where = refs.place(lab, check.on or "")
+        return Probe(
+            check, where, ("ip", "route", "show"), f"{where.ref}: route {check.route}", _judge_route(check.route)
+        )
+    source = refs.place(lab, check.source or "")
+    if check.dns is not None:
+        answer = check.answer or _service_answer(lab, check.dns)
+        return Probe(
+            check, source, ("getent", "hosts", check.dns), f"{source.ref}: resolve {check.dns}", _judge_dns(answer)
+        )
+    to, protocol, port = probe_target(lab, check)
+    argv = {
+        "icmp": ("ping", "-c", "1", "-W", str(PROBE_TIMEOUT), str(to.ip)),
+        "tcp": ("nc", "-z", "-w", str(PROBE_TIMEOUT), str(to.ip), str(port)),
+        "udp": ("sh", "-c", f"echo probe | nc -u -w {PROBE_TIMEOUT} {to.ip} {port} | head -c 200"),
+    }[protocol]
+    shown = f"{to.ip}:{port}" if protocol != "icmp" else str(to.ip)
+    description = f"{source.ref} → {to.ref} ({protocol} {shown}) {check.expect}"
+    follow_up = None
+    if check.nat:
+        # Only this protocol's entries: a ping and a connect from one pod to one IP may run together.
+        follow_up = ("conntrack", "-L", "-p", protocol, "-d", str(to.ip))
+        description += f", {check.nat} seen"
+    return Probe(check, source, argv, description, _judge_reach(check.expect, protocol), follow_up)
+
+
+def _service_answer(lab: Lab, name: str) -> str | None:
+    short = name.removesuffix(f".svc.{lab.cluster.domain}").removesuffix(".svc")
+    parts = short.split(".")
+    for svc in lab.services:
+        if parts[0] == svc.name and (len(parts) == 1 or parts[1] == svc.namespace):
+            return str(svc.cluster_ip)
+    return None
+
+
+def _judge_reach(expect: str, protocol: str) -> Callable[[int, str], tuple[bool, str]]:
+    def judge(code: int, output: str) -> tuple[bool, str]:
+        reached = code == 0 and (protocol != "udp" or bool(output.strip()))
+        detail = "reached" if reached else "no answer"
+        return reached == (expect == "reach"), detail
+
+    return judge
+
+
+def _judge_route(route: str) -> Callable[[int, str], tuple[bool, str]]:
+    wanted = route.split()
+
+    def judge(code: int, output: str) -> tuple[bool, str]:
+        for line in output.splitlines():
+            if line.split()[: len(wanted)] == wanted:
+                return True, line.strip()
+        return False, "route missing"
+
+    return judge
+
+
+def _judge_dns(answer: str | None) -> Callable[[int, str], tuple[bool, str]]:
+    def judge(code: int, output: str) -> tuple[bool, str]:
+        got = output.split()[0] if code == 0 and output.split() else None
+        if got is None:
+            return False, "no answer"
+        return (answer is None or got == answer), f"answered {got}" + (f", expected {answer}" if answer else "")
+
+    return judge
+
+
+CONNTRACK = re.compile(r"src=(\S+) dst=(\S+).*?src=(\S+) dst=(\S+)")
+
+
+def judge_nat(nat: str, conntrack: str, source_ip: str | None) -> tuple[bool, str]:
+    """From `conntrack -L -d TARGET`: snat = the reply goes to another address than the sender's;
+    dnat = the reply comes from another address than the one dialled."""
+    for line in conntrack.splitlines():
+        match = CONNTRACK.search(line)
+        if not match or (source_ip and match.group(1) != source_ip):
+            continue
+        src, dst, reply_src, reply_dst = match.groups()
+        seen = "snat" if reply_dst != src else ("dnat" if reply_src != dst else "none")
+        if reply_dst != src and nat == "snat":
+            return True, f"{src} → {reply_dst} (SNAT)"
+        if reply_src != dst and nat == "dnat":
+            return True, f"{dst} → {reply_src} (DNAT)"
+        if nat == "none" and seen == "none":
+            return True, "no translation"
+        return False, f"conntrack shows {seen}: {line.strip()}"
+    return False, "no conntrack entry for the probe"
+
+
+# -- running --------------------------------------------------------------------------------
+# (place, argv) -> (exit code, output): the argv runs in the place's namespace. A LabHandle gives
+# the real one; unit tests give their own.
+Exec = Callable[[Place, tuple[str, ...]], tuple[int, str]]
+
+
+def exec_in(handle: LabHandle) -> Exec:
+    """Run probes through the lab's handle: in the place's container, under its pod netns if any."""
+
+    def run(where: Place, argv: tuple[str, ...]) -> tuple[int, str]:
+        result = handle.exec(Ns(where.key, where.netns), argv)
+        return result.code, result.output
+
+    return run
+
+
+def run_probe(probe: Probe, exec_in: Exec, lab: Lab) -> Result:
+    code, output = exec_in(probe.place, probe.argv)
+    passed, detail = probe.judge(code, output)
+    if passed and probe.follow_up and probe.check.nat:
+        _, conntrack = exec_in(replace(probe.place, netns=None), probe.follow_up)  # the node's conntrack
+        passed, detail = judge_nat(probe.check.nat, conntrack, probe.place.ip)
+    kind = "route" if probe.check.route else ("dns" if probe.check.dns else ("nat" if probe.check.nat else "reach"))
+    return Result(probe.check.name, kind, probe.description, passed, detail)
+
+
+def run_checks(lab: Lab, checks: Iterable[Check], exec_in: Exec) -> list[Result]:
+    probes = [probe_for(lab, check) for check in checks]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(lambda probe: run_probe(probe, exec_in, lab), probes))
+
+
+def junit_xml(lab: str, results: list[Result]) -> str:
+    suite = ElementTree.Element(
+        "testsuite", name=f"labbuilder.{lab}", tests=str(len(results)), failures=str(sum(not r.passed for r in results))
+    )
+    for r in results:
+        case = ElementTree.SubElement(suite, "testcase", classname=f"{lab}.{r.kind}", name=r.name)
+        if not r.passed:
+            ElementTree.SubElement(case, "failure", message=r.detail).text = r.description
+    return ElementTree.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def as_json(results: list[Result]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in results]

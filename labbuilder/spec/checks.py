@@ -1,0 +1,67 @@
+"""The `checks:` of a lab or exercise file: from YAML items to `Check`s whose names all resolve.
+
+Resolution is the refs grammar's (spec/refs.py); building and running the probes is
+observe/checks.py's. A check names what it tests: a `route` on a place, a `dns` name from a
+place, or reach from a place to a target.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labbuilder.spec import refs
+from labbuilder.spec.model import Check, Lab
+from labbuilder.spec.refs import RefError, Target
+
+
+def check_from_spec(item: dict[str, Any], index: int) -> Check:
+    name = item.get("name") or _default_name(item, index)
+    return Check(
+        str(name),
+        item.get("from"),
+        item.get("to"),
+        item.get("expect", "reach"),
+        item.get("protocol"),
+        item.get("port"),
+        item.get("nat"),
+        item.get("on"),
+        item.get("route"),
+        item.get("dns"),
+        item.get("answer"),
+    )
+
+
+def _default_name(item: dict[str, Any], index: int) -> str:
+    if "route" in item:
+        return f"route on {item.get('on', '?')}"
+    if "dns" in item:
+        return f"dns {item['dns']}"
+    if "from" in item or "to" in item:
+        return f"{item.get('from', '?')} → {item.get('to', '?')}"
+    return f"check {index + 1}"
+
+
+def probe_target(lab: Lab, check: Check) -> tuple[Target, str, int | None]:
+    """Where a reach check goes: the target, its protocol and port (None for ICMP)."""
+    to = refs.target(lab, check.target or "")
+    port = check.port or (None if to.protocol == "icmp" else to.port)
+    protocol = check.protocol or to.protocol or ("tcp" if port else "icmp")
+    if protocol != "icmp" and port is None:
+        raise RefError(f"{to.ref} has no port to probe", hint="add port: N, or protocol: icmp")
+    return to, protocol, None if protocol == "icmp" else port
+
+
+def validate_check(lab: Lab, check: Check) -> None:
+    """RefError unless every name the check uses resolves to exactly one thing in the lab."""
+    if check.route is not None:
+        if check.on is None:
+            raise RefError("a route check needs `on:`, the place whose table holds the route", hint="on: node/NAME")
+        refs.place(lab, check.on)
+        return
+    if check.source is None:
+        raise RefError("a check needs `from:`, the place it starts from", hint="from: pod/NAME")
+    refs.place(lab, check.source)
+    if check.dns is None:
+        if check.target is None:
+            raise RefError("a reach check needs `to:`", hint="to: service/NAME, pod/NAME, node/NAME or IP:PORT")
+        probe_target(lab, check)

@@ -1,0 +1,190 @@
+"""The validated lab model: plain data with every address resolved.
+
+Built by `resolve.build_model` from a checked spec; read by the planner, the renderers and
+the views. Nothing here performs I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Literal
+
+ROUTER = "router"  # the key of the lab's router: in the plan, in references, in container labels
+
+Role = Literal["controller", "worker"]
+Protocol = Literal["TCP", "UDP"]
+CniMode = Literal["bridge", "ptp", "vxlan"]
+RouteMode = Literal["router", "nodes"]
+ProxyStyle = Literal["current", "2018"]
+ServiceType = Literal["ClusterIP", "NodePort"]
+PodApp = Literal["server", "dns"]
+
+
+@dataclass(frozen=True)
+class NodeNetwork:
+    cidr: IPv4Network
+    gateway: IPv4Address  # the router's address on the node network
+    bridge: str = "lab0"  # bridge name inside the router container
+
+    @property
+    def gateway_interface(self) -> IPv4Interface:
+        return IPv4Interface(f"{self.gateway}/{self.cidr.prefixlen}")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    pod_cidr: IPv4Network
+    node_mask_size: int
+    service_cidr: IPv4Network
+    dns_ip: IPv4Address
+    domain: str = "cluster.local"
+    dns: bool = True  # run a DNS pod behind kube-system/kube-dns at dns_ip
+
+
+@dataclass(frozen=True)
+class Cni:
+    mode: CniMode = "bridge"
+    bridge: str = "cnio0"
+    ip_masq: bool = True
+    routes: RouteMode = "router"
+    mtu: int = 1500
+    hairpin: bool = True  # bridge plugin hairpinMode: a pod can reach itself through a service
+    network_name: str = "bridge"  # CNI network name: conf `name`, host-local state dir
+    cni_version: str = "0.3.1"
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    namespace: str
+    node: str
+    ip: IPv4Address
+    labels: dict[str, str]
+    ports: tuple[PodPort, ...]
+    netns: str  # cni-<uuid>
+    container_id: str  # 64 hex, what the CNI plugin is called with
+    host_veth: str  # veth<8 hex> on the node
+    workload: str | None = None
+    app: PodApp = "server"  # what the pod runs: the answering server, or the cluster DNS
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class PodPort:
+    port: int
+    protocol: Protocol = "TCP"
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    role: Role
+    ip: IPv4Address
+    pod_cidr: IPv4Network | None
+    pods: tuple[Pod, ...] = ()
+    listen_ports: tuple[int, ...] = ()  # node-level servers (apiserver :6443 on controllers)
+
+    @property
+    def runs_pods(self) -> bool:
+        return self.pod_cidr is not None
+
+    @property
+    def pod_gateway(self) -> IPv4Address:
+        assert self.pod_cidr is not None
+        return self.pod_cidr.network_address + 1
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    ip: IPv4Address
+    port: int
+    node: str | None  # None for endpoints that are not pods (controllers' :6443 are nodes)
+    target: str  # pod or node name, for views and traces
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    port: int
+    target_port: int
+    protocol: Protocol = "TCP"
+    name: str = ""
+    node_port: int | None = None
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    namespace: str
+    type: ServiceType
+    cluster_ip: IPv4Address
+    ports: tuple[ServicePort, ...]
+    selector: dict[str, str]
+    # Endpoints per port name, in the order kube-proxy sorts them.
+    endpoints: dict[str, tuple[Endpoint, ...]] = field(default_factory=dict)
+    session_affinity: bool = False
+    affinity_timeout: int = 10800
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One thing `labbuilder check` verifies: reach, a route, a DNS answer, a NAT translation."""
+
+    name: str
+    source: str | None = None  # node/NAME or pod/NAME
+    target: str | None = None  # node/, pod/, service/NAME, IP or IP:PORT
+    expect: Literal["reach", "no-reach"] = "reach"
+    protocol: Literal["icmp", "tcp", "udp"] | None = None
+    port: int | None = None
+    nat: Literal["snat", "dnat", "none"] | None = None
+    on: str | None = None  # for route checks
+    route: str | None = None
+    dns: str | None = None
+    answer: str | None = None
+
+
+@dataclass(frozen=True)
+class Lab:
+    name: str
+    network: NodeNetwork
+    cluster: Cluster
+    cni: Cni
+    nodes: tuple[Node, ...]
+    services: tuple[Service, ...] = ()
+    checks: tuple[Check, ...] = ()
+    proxy_style: ProxyStyle = "current"
+    image: str = ""  # node image tag, filled in by the runtime when known
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    @property
+    def pods(self) -> tuple[Pod, ...]:
+        return tuple(pod for node in self.nodes for pod in node.pods)
+
+    def find_pods(self, query: str) -> list[Pod]:
+        """Pods named `query` (or `ns/name`), else those it is a prefix of; `QUERY@NODE` keeps one node's.
+
+        The one way every command names pods; callers decide whether several matches are fine.
+        """
+        prefix, _, node = query.partition("@")
+        pods = [p for p in self.pods if not node or p.node == node]
+        exact = [p for p in pods if prefix in (p.name, p.ref)]
+        return exact or [p for p in pods if p.name.startswith(prefix) or p.ref.startswith(prefix)]
+
+    def container_name(self, node: str) -> str:
+        return f"{self.name}-{node}"
+
+    @property
+    def router_name(self) -> str:
+        return f"{self.name}-router"
