@@ -8,7 +8,7 @@ import sys
 import click
 
 from labbuilder import __version__
-from labbuilder.cli.tools import bold, console, lab_handle, progress_printer, user_errors
+from labbuilder.cli.tools import bold, console, progress_printer, user_errors
 
 
 def _debug(ctx: click.Context, _: click.Parameter, value: bool) -> None:
@@ -127,27 +127,11 @@ def down(lab: str) -> None:
     """
     from labbuilder.lifecycle import lab as lifecycle
 
-    removed = lifecycle.down(lab)
+    removed = lifecycle.down(lab, progress=progress_printer())
     if removed:
         console.print(f"removed {len(removed)} containers of lab {lab}")
     else:
         console.print(f"no containers of lab {lab}: nothing to do")
-
-
-def _reset_target(lab: str, lab_file: str | None) -> tuple[object, object, str | None]:
-    """(handle, plan, spec text to restore) for `reset`/`diff`: the lab's own spec copy, or --file."""
-    from labbuilder.compile.plan import compile_plan
-    from labbuilder.errors import LabError
-    from labbuilder.lifecycle.lab import resolve_file
-    from labbuilder.spec.load import spec_text
-
-    handle = lab_handle(lab)
-    if not handle.exists():
-        raise LabError(f"no lab named {lab} on this host", hint="`labbuilder ls` lists the labs")
-    if lab_file:
-        spec, resolved = resolve_file(lab_file, lab)
-        return handle, compile_plan(resolved.lab), spec_text(spec)
-    return handle, compile_plan(handle.model()), None
 
 
 @main.command()
@@ -176,13 +160,9 @@ def reset(lab: str, dry_run: bool, lab_file: str | None, quiet: bool) -> None:
       labbuilder reset kthw --dry-run                        # what would be repaired
       labbuilder reset kthw
     """
-    from labbuilder.lifecycle.reset import reset as reset_lab
-    from labbuilder.lifecycle.reset import restore_spec_copy
+    from labbuilder.lifecycle.reset import reset_lab
 
-    handle, plan, text = _reset_target(lab, lab_file)
-    result = reset_lab(handle, plan, dry_run=dry_run, progress=progress_printer(quiet))  # type: ignore[arg-type]
-    if text is not None and not dry_run:
-        restore_spec_copy(handle, text)  # type: ignore[arg-type]
+    result = reset_lab(lab, lab_file, dry_run=dry_run, progress=progress_printer(quiet))
     verb = "would repair" if dry_run else "repaired"
     if not quiet:
         for line in result.repairs:
@@ -213,11 +193,13 @@ def diff(lab: str, output: str) -> None:
     """
     import json
 
+    from labbuilder.engine.runtime import Engine
     from labbuilder.lifecycle.diff import diff as lab_diff
+    from labbuilder.lifecycle.reset import target
     from labbuilder.observe.state import observe
 
-    handle, plan, _ = _reset_target(lab, None)
-    differences = lab_diff(plan, observe(handle, plan))  # type: ignore[arg-type]
+    handle, plan, _ = target(Engine(), lab, wake=False)
+    differences = lab_diff(plan, observe(handle, plan))
     if output == "json":
         rows = [
             {"where": d.key, "netns": d.ns.netns if d.ns else None, "kind": d.kind, "what": d.what, "change": d.change}

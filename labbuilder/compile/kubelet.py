@@ -77,16 +77,28 @@ def resolv_files(lab: Lab, node: Node) -> list[Op]:
 
 STARTED = "started "  # what the start script prints for each process it had to start
 
+# Shell functions shared by the start script and the state reader. A process counts as alive when
+# the pid in its pidfile runs AND started when the `.start` file next to it says (field 22 of
+# /proc/PID/stat): after a container restart, pids are handed out again from 1, and a stale
+# pidfile must not mistake someone else's process for ours.
+ALIVE_SH = (
+    'started_at() { s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; s=${s##*) }; set -- $s; echo "${20}"; }\n'
+    'alive() { p=$(cat "$1" 2>/dev/null) || return 1; t=$(started_at "$p") || return 1; '
+    '[ ! -f "${1%.pid}.start" ] || [ "$(cat "${1%.pid}.start")" = "$t" ]; }'
+)
+
 
 def start_script(processes: list[Process]) -> str:
-    """The shell that starts each process once: a live pid in its pidfile means it already runs.
+    """The shell that starts each process once: a live process behind its pidfile means it runs.
 
     The one routine for `up`, `reset` and `render`; it prints `started NAME` per process started.
     """
     lines = [
         f"mkdir -p {PID_DIR}",
-        'start() { f="$1"; shift; if [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then return 0; fi; '
-        f'setsid "$@" </dev/null >/dev/null 2>&1 & echo $! > "$f"; echo "{STARTED}${{f##*/}}"; }}',
+        ALIVE_SH,
+        'start() { f="$1"; shift; if alive "$f"; then return 0; fi; '
+        'setsid "$@" </dev/null >/dev/null 2>&1 & echo $! > "$f"; started_at $! > "${f%.pid}.start"; '
+        f'echo "{STARTED}${{f##*/}}"; }}',
     ]
     for op in processes:
         argv = ["ip", "netns", "exec", op.ns.netns, *op.argv] if op.ns.netns else list(op.argv)

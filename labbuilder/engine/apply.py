@@ -101,9 +101,15 @@ class Applier:
         self.lab.run(key, ["iptables-restore", RULES_FILE])
 
     def add_netns(self, key: str, ops: Sequence[Op]) -> None:
+        """Each pod netns once. A name under /run/netns that is not a live namespace (the mount
+        did not survive a container restart) is made again."""
         names = [op.ns.netns for op in ops if isinstance(op, AddNetns) and op.ns.netns]
         if names:
-            script = "; ".join(f"[ -e /run/netns/{n} ] || ip netns add {n}" for n in names)
+            script = "\n".join(
+                f"ip netns exec {n} true 2>/dev/null || {{ ip netns del {n} 2>/dev/null || true; rm -f /run/netns/{n}; "
+                f"ip netns add {n}; }}"
+                for n in names
+            )
             self.lab.run(key, ["sh", "-ec", script])
 
     def start_processes(self, key: str, ops: list[Process]) -> list[str]:

@@ -222,7 +222,8 @@ class LabHandle:
     # -- making and removing -----------------------------------------------------------------
     def create(self, spec: ContainerSpec, labels: dict[str, str], image: str) -> None:
         """A sealed node: no network, explicit capabilities, never privileged."""
-        with docker_errors(f"lab {self.name}: cannot create container {spec.name}"):
+        hint = f"`docker ps -a --filter name={spec.name}` shows what holds the name"
+        with docker_errors(f"lab {self.name}: cannot create container {spec.name}", hint):
             container = self.engine.client.containers.run(
                 image,
                 ["sleep", "infinity"],

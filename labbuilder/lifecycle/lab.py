@@ -15,6 +15,7 @@ from labbuilder.compile.plan import Plan, compile_plan
 from labbuilder.engine.apply import Applier
 from labbuilder.engine.runtime import ContainerInfo, Engine, LabHandle, in_threads
 from labbuilder.errors import LabError
+from labbuilder.lifecycle.lock import lab_lock
 from labbuilder.spec.load import Spec, load, spec_text
 from labbuilder.spec.model import Lab
 from labbuilder.spec.resolve import Resolved, build_model
@@ -40,31 +41,31 @@ class UpResult:
 
 
 def up(path: str, name: str | None = None, progress: Progress = _quiet, engine: Engine | None = None) -> UpResult:
+    """Create lab `path` (or converge it: after a crash, an engine restart, a second `up`)."""
     spec, resolved = resolve_file(path, name)
     plan = compile_plan(resolved.lab)
     engine = engine or Engine()
     tag = engine.ensure_image(progress)
-    handle = engine.lab(plan.lab.name)
-    existing = handle.containers
-    if existing:
-        hashes = {c.spec_hash for c in existing.values()}
-        if hashes != {plan.digest} or len(existing) != len(plan.containers):
+    with lab_lock(plan.lab.name, "up", progress=progress):
+        handle = engine.lab(plan.lab.name)
+        existing = handle.containers
+        foreign = sorted(c.name for c in existing.values() if c.spec_hash != plan.digest)
+        if foreign:
             raise LabError(
-                f"lab {plan.lab.name} is already up, from a different spec or only partly",
-                hint=f"`labbuilder reset {plan.lab.name}` repairs it, `labbuilder down {plan.lab.name}` removes it; "
-                "`up --name OTHER` starts a second copy",
+                f"lab {plan.lab.name} is already up from a different lab file ({', '.join(foreign)})",
+                hint=f"`labbuilder down {plan.lab.name}` removes it; `up --name OTHER` starts a second copy beside it",
             )
-        progress(f"lab {plan.lab.name} is already up: converging")
-    new = [c.key for c in plan.containers if c.key not in existing]
-    try:
-        ensure_containers(handle, plan, progress, tag)
-        handle.put_files(ROUTER, {SPEC_COPY: spec_text(spec)})
-        apply_plan(handle, plan, progress)
-    except BaseException:
-        if new:
-            progress(f"failed: removing what this run created in lab {plan.lab.name}")
-            handle.remove(new)  # only containers this handle created: never another command's
-        raise
+        if existing:
+            progress(f"lab {plan.lab.name} exists: converging")
+        new = [c.key for c in plan.containers if c.key not in existing]
+        try:
+            ensure_containers(handle, plan, progress, tag, spec_copy=spec_text(spec))
+            apply_plan(handle, plan, progress)
+        except BaseException:
+            if new:
+                progress(f"failed: removing what this run created in lab {plan.lab.name}")
+                handle.remove(new)  # only containers this run created: never another command's
+            raise
     return UpResult(plan.lab, created=not existing)
 
 
@@ -87,8 +88,11 @@ class Containers:
     started: list[str]  # keys of stopped containers it started again
 
 
-def ensure_containers(handle: LabHandle, plan: Plan, progress: Progress = _quiet, tag: str | None = None) -> Containers:
-    """Every container of the plan, running."""
+def ensure_containers(
+    handle: LabHandle, plan: Plan, progress: Progress = _quiet, tag: str | None = None, spec_copy: str | None = None
+) -> Containers:
+    """Every container of the plan, running; `spec_copy` goes into the router the moment it exists,
+    so a lab interrupted after that point can always be reset from its own copy."""
     found = handle.containers
     missing = [c.key for c in plan.containers if c.key not in found]
     if missing:
@@ -98,18 +102,23 @@ def ensure_containers(handle: LabHandle, plan: Plan, progress: Progress = _quiet
         def make(key: str) -> None:
             spec = plan.container(key)
             handle.create(spec, plan.labels(spec), image)
+            if key == ROUTER and spec_copy is not None:
+                handle.put_files(ROUTER, {SPEC_COPY: spec_copy})
 
         in_threads(make, missing, workers=4)
     stopped = [key for key, info in found.items() if not info.running]
     for key in stopped:
         progress(f"starting {found[key].name}")
         handle.start(key)
+    if spec_copy is not None and ROUTER not in missing:
+        handle.put_files(ROUTER, {SPEC_COPY: spec_copy})
     return Containers(missing, stopped)
 
 
-def down(name: str, engine: Engine | None = None) -> list[str]:
+def down(name: str, engine: Engine | None = None, progress: Progress = _quiet) -> list[str]:
     """Remove everything the lab owns, found by its label; works after a crash and without the file."""
-    return (engine or Engine()).lab(name).remove()
+    with lab_lock(name, "down", progress=progress):
+        return (engine or Engine()).lab(name).remove()
 
 
 def status(name: str | None = None, engine: Engine | None = None) -> dict[str, list[ContainerInfo]]:

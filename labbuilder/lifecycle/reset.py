@@ -14,13 +14,17 @@ from dataclasses import dataclass
 
 from labbuilder.compile.ops import Iptables, Ns, Op, Phase, Process, Route, WriteFile, by_phase
 from labbuilder.compile.paths import RULES_FILE, SPEC_COPY
-from labbuilder.compile.plan import Plan
+from labbuilder.compile.plan import Plan, compile_plan
 from labbuilder.engine.apply import Applier, NetlinkOp, apply_netlink
 from labbuilder.engine.netlink import Netlink
-from labbuilder.engine.runtime import LabHandle, in_threads
+from labbuilder.engine.runtime import Engine, LabHandle, in_threads
+from labbuilder.errors import LabError
 from labbuilder.lifecycle.diff import Difference, desired_state, diff
-from labbuilder.lifecycle.lab import ensure_containers
+from labbuilder.lifecycle.lab import ensure_containers, resolve_file
+from labbuilder.lifecycle.lock import lab_lock
 from labbuilder.observe.state import observe
+from labbuilder.spec.load import spec_text
+from labbuilder.spec.model import ROUTER
 
 Progress = Callable[[str], None]
 
@@ -47,12 +51,9 @@ def reset(handle: LabHandle, plan: Plan, dry_run: bool = False, progress: Progre
         found += [d for d in differences if d.repair not in {f.repair for f in found}]
         if dry_run or not differences:
             return ResetResult(found, rounds)
-        containers = [d for d in differences if d.kind == "container"]
-        if containers:
+        if any(d.kind == "container" for d in differences):
             ensure_containers(handle, plan, progress)
-            for d in containers:  # a new (or restarted) container needs all of its operations
-                Applier(handle).apply(d.key, plan.steps[d.key])
-            continue  # other containers' links into the new ones: see them in a second round
+            continue  # a new or restarted container holds nothing yet: see all it lacks in a second round
         repair(handle, plan, differences)
         return ResetResult(found, rounds)
     return ResetResult(found, 2)
@@ -66,6 +67,8 @@ def repair(handle: LabHandle, plan: Plan, differences: list[Difference]) -> None
     for d in differences:  # strays first: a stray address can shadow a planned one
         if d.change == "added":
             _remove(handle, d)
+    if ROUTER in by_key:  # its bridge holds the other ends of the nodes' uplinks: first, as in `up`
+        _restore(handle, plan, ROUTER, by_key.pop(ROUTER))
     in_threads(lambda key: _restore(handle, plan, key, by_key[key]), list(by_key))
 
 
@@ -125,6 +128,42 @@ def _restore_links(handle: LabHandle, plan: Plan, key: str, phases: dict[Phase, 
             nl.restore_link_local(ns)
 
 
-def restore_spec_copy(handle: LabHandle, text: str) -> None:
-    """Write the lab file's copy into the router again (it was lost, or never written)."""
-    handle.put_files("router", {SPEC_COPY: text})
+def target(
+    engine: Engine, name: str, lab_file: str | None = None, wake: bool = True
+) -> tuple[LabHandle, Plan, str | None]:
+    """(handle, plan, spec text to write back) for a running lab: from its own spec copy, or from
+    `lab_file` when the copy is lost (a crash before `up` wrote it). A stopped router (after an
+    engine restart) is started to read the copy, unless `wake` is off (diff only reads)."""
+    handle = engine.lab(name)
+    if not handle.exists():
+        raise LabError(f"no lab named {name} on this host", hint="`labbuilder ls` lists the labs")
+    if lab_file:
+        spec, resolved = resolve_file(lab_file, name)
+        return handle, compile_plan(resolved.lab), spec_text(spec)
+    if ROUTER not in handle.containers or not handle.containers[ROUTER].running:
+        # The copy lives in the router: start it (or say how to proceed without it).
+        if ROUTER not in handle.containers:
+            raise LabError(
+                f"lab {name} has lost its router, and with it the copy of its lab file",
+                hint=f"`labbuilder reset {name} --file LAB.yaml` or `labbuilder up LAB.yaml` rebuilds it",
+            )
+        if not wake:
+            raise LabError(f"lab {name} is stopped (its router is not running)", hint=f"`labbuilder reset {name}`")
+        handle.start(ROUTER)
+    return handle, compile_plan(handle.model()), None
+
+
+def reset_lab(
+    name: str,
+    lab_file: str | None = None,
+    dry_run: bool = False,
+    progress: Progress = _quiet,
+    engine: Engine | None = None,
+) -> ResetResult:
+    """`labbuilder reset`: under the lab's lock, bring it back to its plan (and its spec copy back)."""
+    with lab_lock(name, "reset", progress=progress):
+        handle, plan, text = target(engine or Engine(), name, lab_file)
+        result = reset(handle, plan, dry_run=dry_run, progress=progress)
+        if text is not None and not dry_run:
+            handle.put_files(ROUTER, {SPEC_COPY: text})
+        return result

@@ -12,6 +12,7 @@ import hashlib
 import shlex
 from dataclasses import dataclass, field
 
+from labbuilder.compile.kubelet import ALIVE_SH
 from labbuilder.compile.ops import Iptables, Ns, Op, Process, WriteFile
 from labbuilder.compile.paths import pidfile
 from labbuilder.compile.plan import Plan
@@ -46,18 +47,15 @@ def state_script(ops: list[Op]) -> str:
     """One exec: `@section` lines, each followed by the raw output of one command."""
     files = [op.path for op in ops if isinstance(op, WriteFile)]
     names = [op.name for op in ops if isinstance(op, Process)]
-    lines = ["exec 2>/dev/null", "echo @netns", "ls -1 /run/netns || true"]
+    # Only live namespaces: a name whose mount did not survive a restart is a missing netns.
+    lines = ["exec 2>/dev/null", "echo @netns", "for n in $(ls /run/netns); do ip netns exec $n true && echo $n; done"]
     if files:
         lines += ["echo @files", f"sha256sum {shlex.join(files)} || true"]
     if any(isinstance(op, Iptables) for op in ops):
         lines += ["echo @iptables", "iptables-save"]
     if names:
-        lines += ["echo @processes"]
-        lines += [
-            f'f={shlex.quote(pidfile(n))}; if [ -f "$f" ] && kill -0 "$(cat "$f")"; then echo "up {n}"; '
-            f'else echo "down {n}"; fi'
-            for n in names
-        ]
+        lines += [ALIVE_SH, "echo @processes"]
+        lines += [f'if alive {shlex.quote(pidfile(n))}; then echo "up {n}"; else echo "down {n}"; fi' for n in names]
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ model, and `validate` reports unknown names with their line.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from labbuilder.errors import LabError
@@ -44,7 +44,7 @@ class Place:
     label: str  # for people: "pod default/nginx-… on worker-0", "node worker-0", "router"
     ref: str  # the canonical reference: "pod/nginx-…", "node/worker-0", "router"
     ip: str  # the address probes leave from
-    pod: Pod | None = None
+    pod: Pod | None = field(default=None, compare=False)  # the pod behind a pod netns (not hashable)
 
 
 @dataclass(frozen=True)
