@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from labbuilder.cli.tools import console, lab_handle, user_errors
 from labbuilder.errors import LabError
-from labbuilder.spec.load import Spec
-from labbuilder.spec.model import Lab
+
+if TYPE_CHECKING:  # the CLI starts without loading the pipeline; commands import it when they run
+    from labbuilder.spec.load import Spec
+    from labbuilder.spec.model import Lab
 
 
 def _running_spec(name: str) -> Spec | None:

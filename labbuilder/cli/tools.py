@@ -15,16 +15,34 @@ from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.text import Text
 
 from labbuilder.errors import LabError, SpecError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
     from labbuilder.engine.runtime import LabHandle
 
-console = Console(width=None if sys.stdout.isatty() else 200, markup=False, emoji=False, highlight=False)
-errors = Console(stderr=True, markup=False, emoji=False, highlight=False)
+
+class _Console:
+    """A rich Console made on first use: `--version` and `--help` never pay for importing rich."""
+
+    def __init__(self, stderr: bool):
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            width = None if self._stderr or sys.stdout.isatty() else 200  # never cut names when piped
+            self._console = Console(stderr=self._stderr, width=width, markup=False, emoji=False, highlight=False)
+        return getattr(self._console, name)
+
+
+console: Console = _Console(stderr=False)  # type: ignore[assignment]
+errors: Console = _Console(stderr=True)  # type: ignore[assignment]
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_USER, EXIT_BUG, EXIT_INTERRUPTED = 1, 70, 130  # 70: EX_SOFTWARE, an internal error
 
@@ -82,10 +100,14 @@ def user_errors(func: F) -> F:
 def progress_printer(quiet: bool = False) -> Callable[[str], None]:
     def show(line: str) -> None:
         if not quiet:
+            from rich.text import Text
+
             errors.print(Text.assemble(("» ", "dim"), line))
 
     return show
 
 
 def bold(text: str) -> Text:
+    from rich.text import Text
+
     return Text(text, style="bold")

@@ -160,7 +160,6 @@ class Lab:
     services: tuple[Service, ...] = ()
     checks: tuple[Check, ...] = ()
     proxy_style: ProxyStyle = "current"
-    image: str = ""  # node image tag, filled in by the runtime when known
 
     def node(self, name: str) -> Node:
         for node in self.nodes:
@@ -171,16 +170,6 @@ class Lab:
     @property
     def pods(self) -> tuple[Pod, ...]:
         return tuple(pod for node in self.nodes for pod in node.pods)
-
-    def find_pods(self, query: str) -> list[Pod]:
-        """Pods named `query` (or `ns/name`), else those it is a prefix of; `QUERY@NODE` keeps one node's.
-
-        The one way every command names pods; callers decide whether several matches are fine.
-        """
-        prefix, _, node = query.partition("@")
-        pods = [p for p in self.pods if not node or p.node == node]
-        exact = [p for p in pods if prefix in (p.name, p.ref)]
-        return exact or [p for p in pods if p.name.startswith(prefix) or p.ref.startswith(prefix)]
 
     def container_name(self, node: str) -> str:
         return f"{self.name}-{node}"

@@ -34,6 +34,47 @@ def sabotage(lab: str) -> None:
     dexec(f"{lab}-router", "ip", "addr", "add", "10.240.0.250/24", "dev", "lab0")
 
 
+SABOTAGE_SEEN = (  # what `diff` says of the sabotage above, one line per change a learner made
+    "worker-0: route default via 10.240.0.1 missing",
+    "worker-0: link {veth0} missing",
+    "worker-1: iptables nat changed",
+    "worker-1: process {nginx1} stopped",
+    "worker-2: netns stray added",
+    "worker-2: address 10.200.2.99/24 on eth0 in {netns2} added",
+    "worker-2: address 10.200.2.2/24 on eth0 in {netns2} missing",
+    "worker-2: file /etc/cni/net.d/10-bridge.conf changed",
+    "router: route 10.200.1.0/24 via 10.240.0.21 missing",
+    "router: address 10.240.0.250/24 on lab0 added",
+)
+
+
+def seen(line: str) -> str:
+    return line.format(
+        veth0=KTHW.node("worker-0").pods[1].host_veth,
+        nginx1=KTHW.node("worker-1").pods[0].name,
+        netns2=KTHW.node("worker-2").pods[0].netns,
+    )
+
+
+def test_diff_and_dry_run_name_every_change_and_touch_nothing(lab):
+    assert labbuilder("diff", lab).stdout.strip() == f"lab {lab}: pristine"
+    fresh = dump(lab)
+    sabotage(lab)
+    broken = dump(lab)
+    diff = labbuilder("diff", lab, check=False)
+    assert diff.returncode == 1
+    for line in SABOTAGE_SEEN:
+        assert seen(line) in diff.stdout, diff.stdout
+    dry = labbuilder("reset", lab, "--dry-run")
+    assert "would repair  worker-0: route default via 10.240.0.1 restored" in dry.stdout
+    assert "would repair  router: stray address 10.240.0.250/24 on lab0 removed" in dry.stdout
+    assert f"lab {lab}:" in dry.stdout and "to repair" in dry.stdout
+    assert dump(lab) == broken  # a dry run changes nothing
+    labbuilder("reset", lab)
+    assert dump(lab) == fresh
+    assert labbuilder("diff", lab).returncode == 0
+
+
 def test_reset_restores_the_freshly_built_state(lab):
     fresh = dump(lab)
     sabotage(lab)

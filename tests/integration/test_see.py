@@ -78,6 +78,15 @@ def test_pod_to_cluster_ip_shows_the_dnat_to_an_endpoint_and_every_hop_across_no
     assert "⇒ DNAT: destination becomes" in text and "KUBE-SEP-" in text and "result: answered" in text
 
 
+@pytest.mark.parametrize("form", ["{name}", "pod/{name}", "busybox@worker-0", "worker-0/busybox", "{ip}"])
+def test_trace_takes_a_pod_in_every_form_of_the_one_grammar(lab, form):
+    """`labbuilder trace kthw busybox-<hash> service/nginx` — a bare pod name is a place too."""
+    source = client(lab, "worker-0")
+    result = trace(form.format(name=source.name, ip=source.ip), "service/nginx")
+    assert result["source"]["label"] == f"pod default/{source.name} on worker-0"
+    assert result["outcome"] == "answered" and result["hops"][-1]["kind"] == "delivers"
+
+
 def test_ping_to_a_cluster_ip_shows_why_nobody_answers(lab):
     source = client(lab, "worker-1")
     ip = next(s for s in lab.services if s.name == "nginx").cluster_ip
