@@ -54,7 +54,7 @@ def validate(lab_file: str) -> None:
     Example:
       labbuilder validate labs/kthw.yaml
     """
-    from labbuilder.lifecycle.lab import resolve_file
+    from labbuilder.spec.lab_file import resolve_file
 
     _, resolved = resolve_file(lab_file)
     for warning in resolved.warnings:
@@ -74,8 +74,8 @@ def plan(lab_file: str, name: str | None) -> None:
       labbuilder plan labs/kthw.yaml | less -R
     """
     from labbuilder.compile.plan import compile_plan
-    from labbuilder.lifecycle.lab import resolve_file
     from labbuilder.present.tables import print_plan
+    from labbuilder.spec.lab_file import resolve_file
 
     _, resolved = resolve_file(lab_file, name)
     print_plan(console, compile_plan(resolved.lab))

@@ -16,22 +16,15 @@ from labbuilder.engine.apply import Applier
 from labbuilder.engine.runtime import ContainerInfo, Engine, LabHandle, in_threads
 from labbuilder.errors import LabError
 from labbuilder.lifecycle.lock import lab_lock
-from labbuilder.spec.load import Spec, load, spec_text
+from labbuilder.spec.lab_file import resolve_file
+from labbuilder.spec.load import spec_text
 from labbuilder.spec.model import Lab
-from labbuilder.spec.resolve import Resolved, build_model
 
 Progress = Callable[[str], None]
 
 
 def _quiet(_: str) -> None:
     pass
-
-
-def resolve_file(path: str, name: str | None = None) -> tuple[Spec, Resolved]:
-    spec = load(path)
-    if name:
-        spec.data["name"] = name
-    return spec, build_model(spec)
 
 
 @dataclass

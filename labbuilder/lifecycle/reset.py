@@ -20,9 +20,10 @@ from labbuilder.engine.netlink import Netlink
 from labbuilder.engine.runtime import Engine, LabHandle, in_threads
 from labbuilder.errors import LabError
 from labbuilder.lifecycle.diff import Difference, desired_state, diff
-from labbuilder.lifecycle.lab import ensure_containers, resolve_file
+from labbuilder.lifecycle.lab import ensure_containers
 from labbuilder.lifecycle.lock import lab_lock
 from labbuilder.observe.state import observe
+from labbuilder.spec.lab_file import resolve_file
 from labbuilder.spec.load import spec_text
 from labbuilder.spec.model import ROUTER
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from labbuilder.lifecycle.lab import resolve_file
+from labbuilder.spec.lab_file import resolve_file
 from tests.integration.conftest import ROOT, bring_up, dexec, lab_containers, labbuilder, pod_exec
 
 pytestmark = pytest.mark.docker

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from labbuilder.lifecycle.lab import resolve_file
+from labbuilder.spec.lab_file import resolve_file
 from tests.integration.conftest import ROOT, bring_up, dexec, dump, labbuilder, pod_exec, sh
 
 pytestmark = pytest.mark.docker

@@ -98,6 +98,7 @@ def test_down_during_up_waits_its_turn_and_leaves_nothing(lab_name):
 
 def test_a_busy_lab_names_who_holds_it(lab_name, tmp_path):
     """The lock file says which command holds a lab; a waiting command quotes it."""
+    from labbuilder.errors import LabError
     from labbuilder.lifecycle.lock import lab_lock
 
     holder = subprocess.Popen(
@@ -114,9 +115,9 @@ def test_a_busy_lab_names_who_holds_it(lab_name, tmp_path):
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        with pytest.raises(Exception, match=rf"lab {lab_name} is busy: `labbuilder up` pid {holder.pid} since"):
-            with lab_lock(lab_name, "reset", wait=0.5):
-                pass
+        busy = rf"lab {lab_name} is busy: `labbuilder up` pid {holder.pid} since"
+        with pytest.raises(LabError, match=busy), lab_lock(lab_name, "reset", wait=0.5):
+            pass
     finally:
         holder.kill()
         holder.wait()

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from labbuilder.lifecycle.lab import resolve_file
 from labbuilder.spec import refs
+from labbuilder.spec.lab_file import resolve_file
 from labbuilder.spec.refs import RefError
 from tests.conftest import LABS
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from labbuilder.lifecycle.lab import resolve_file
+from labbuilder.spec.lab_file import resolve_file
 
 LAB = resolve_file("kthw", "seekthw")[1].lab
 
