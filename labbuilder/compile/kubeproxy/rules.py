@@ -3,49 +3,31 @@
 Rules are written in the form `iptables-save` prints them (its canonical option order, its
 quoting), so a node's saved tables compare equal to these without normalising. Two styles:
 "current" (kube-proxy >= 1.28) and "2018" (kube-proxy 1.10/1.11, Kubernetes The Hard Way 2018).
+Names and the comments `parse` reads back come from `names`.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import math
 
+from labbuilder.compile.kubeproxy.names import (
+    CLUSTER_IP,
+    EXTERNAL,
+    FORWARD,
+    MARK_MASQ,
+    MASQ_MARK,
+    NO_ENDPOINTS,
+    NODEPORTS,
+    POSTROUTING,
+    SERVICES,
+    endpoint_address,
+    ext_chain,
+    sep_chain,
+    service_port_name,
+    svc_chain,
+)
 from labbuilder.compile.netfilter import Table, comment
 from labbuilder.spec.model import Endpoint, Lab, Node, ProxyStyle, Service, ServicePort
-
-MASQ_MARK = "0x4000/0x4000"
-SERVICES, NODEPORTS, POSTROUTING, MARK_MASQ, FORWARD = (
-    "KUBE-SERVICES",
-    "KUBE-NODEPORTS",
-    "KUBE-POSTROUTING",
-    "KUBE-MARK-MASQ",
-    "KUBE-FORWARD",
-)
-
-
-def service_port_name(svc: Service, port: ServicePort, style: ProxyStyle = "current") -> str:
-    """`ns/name:port`; an unnamed port drops the colon, except in 2018 (`default/nginx:`)."""
-    if port.name or style == "2018":
-        return f"{svc.ref}:{port.name}"
-    return svc.ref
-
-
-def _hash(text: str) -> str:
-    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
-
-
-def svc_chain(spn: str, proto: str) -> str:
-    return "KUBE-SVC-" + _hash(spn + proto.lower())
-
-
-def ext_chain(spn: str, proto: str) -> str:
-    return "KUBE-EXT-" + _hash(spn + proto.lower())
-
-
-def sep_chain(spn: str, proto: str, endpoint: str) -> str:
-    """`endpoint` is "ip:port"."""
-    return "KUBE-SEP-" + _hash(spn + proto.lower() + endpoint)
 
 
 def probability(i: int, n: int, style: ProxyStyle = "current") -> str:
@@ -62,7 +44,7 @@ def probability(i: int, n: int, style: ProxyStyle = "current") -> str:
 
 
 def _endpoint(ep: Endpoint) -> str:
-    return f"{ep.ip}:{ep.port}"
+    return endpoint_address(ep.ip, ep.port)
 
 
 def kube_proxy_tables(lab: Lab, node: Node) -> list[Table]:
@@ -137,10 +119,10 @@ def _service_port(
     endpoints = svc.endpoints.get(port.name or str(port.port), ())
     # iptables-save order: addresses and -p first (they live in the ipt_entry), then the matches
     # in the order written, each match's own options after it.
-    cluster_ip = f"-d {svc.cluster_ip}/32 -p {proto} {comment(f'{spn} cluster IP')} -m {proto} --dport {port.port}"
+    cluster_ip = f"-d {svc.cluster_ip}/32 -p {proto} {comment(CLUSTER_IP.write(spn))} -m {proto} --dport {port.port}"
 
     if not endpoints:
-        reject = f"-d {svc.cluster_ip}/32 -p {proto} {comment(f'{spn} has no endpoints')} -m {proto}"
+        reject = f"-d {svc.cluster_ip}/32 -p {proto} {comment(NO_ENDPOINTS.write(spn))} -m {proto}"
         filt.add(SERVICES, f"{reject} --dport {port.port} -j REJECT --reject-with icmp-port-unreachable")
         return
 
@@ -162,7 +144,7 @@ def _service_port(
         else:
             ext = ext_chain(spn, proto)
             nat.add(NODEPORTS, f"{by_node_port} -j {ext}")
-            nat.add(ext, f"{comment(f'masquerade traffic for {spn} external destinations')} -j {MARK_MASQ}")
+            nat.add(ext, f"{comment(EXTERNAL.write(spn))} -j {MARK_MASQ}")
             nat.add(ext, f"-j {svc_name}")
 
     seps = [(ep, sep_chain(spn, proto, _endpoint(ep))) for ep in endpoints]
