@@ -1,50 +1,33 @@
 """kubectl-shaped commands over a running lab: `get nodes|pods|services|endpoints` and `exec`.
 
-`get` reads the lab back (see labbuilder.observe.readback) and prints kubectl's columns; `exec` runs a
-command in a node container or in a pod's netns inside its node, through the docker client.
+`get` reads the lab back (observe.readback) and prints kubectl's columns and objects
+(present.kubectl); `exec` runs a command in a node container or in a pod's netns inside its node,
+through the docker client. readback and present.kubectl are imported when a command runs (start-up).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
-from rich.console import Console
-from rich.measure import Measurement
-from rich.table import Table
 
 from labbuilder.cli.tools import console, errors, lab_handle, user_errors
 from labbuilder.errors import LabError
 
 if TYPE_CHECKING:
-    from labbuilder.observe.readback import LabReading, NodeState, PodState, ServiceView
+    from labbuilder.observe.readback import LabReading, ServiceView
 
 OUTPUTS = ["wide", "json", "yaml", "name"]
 
 
 # --------------------------------------------------------------------------------------------
-# Printing: plain columns like kubectl's tabwriter (three spaces between columns, no lines).
+# Printing and selecting.
 # --------------------------------------------------------------------------------------------
-def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """kubectl's plain columns, laid out by rich, never wrapped or cut, no trailing spaces."""
-    table = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 3, 0, 0), header_style="")
-    for header in headers:
-        table.add_column(header, no_wrap=True)
-    for row in rows:
-        table.add_row(*row)
-    measure = Console(width=100_000, color_system=None)
-    width = Measurement.get(measure, measure.options, table).maximum
-    buffer = io.StringIO()
-    Console(file=buffer, width=max(width, 1), color_system=None, highlight=False).print(table)
-    return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines())
-
-
 def emit(text: str) -> None:
     click.echo(text, file=console.file)
 
@@ -52,9 +35,9 @@ def emit(text: str) -> None:
 def print_objects(output: str, objects: list[dict[str, Any]], single: bool) -> None:
     import yaml
 
-    from labbuilder.observe import readback as lab_inspect
+    from labbuilder.present import kubectl as shapes
 
-    data: dict[str, Any] = objects[0] if single and len(objects) == 1 else lab_inspect.as_list(objects)
+    data: dict[str, Any] = objects[0] if single and len(objects) == 1 else shapes.as_list(objects)
     if output == "json":
         emit(json.dumps(data, indent=4))
     elif output == "yaml":
@@ -84,92 +67,6 @@ def select(items: list[Any], names: Sequence[str], kind: str, name_of: Callable[
 
 def in_namespace(namespace: str, all_namespaces: bool) -> Callable[[str], bool]:
     return lambda ns: all_namespaces or ns == namespace
-
-
-# --------------------------------------------------------------------------------------------
-# Rows (pure): what each resource's columns hold.
-# --------------------------------------------------------------------------------------------
-def node_rows(states: Sequence[NodeState], wide: bool, runtime: str = "", now: float | None = None) -> list[list[str]]:
-    from labbuilder.observe import readback as lab_inspect
-
-    rows = []
-    for s in states:
-        row = [s.node.name, s.status, lab_inspect.node_roles(s.node), lab_inspect.age(s.started, now)]
-        row.append(lab_inspect.KUBELET_VERSION)
-        if wide:
-            row += [
-                str(s.ip.ip) if s.ip else "<none>",
-                "<none>",
-                str(s.node.pod_cidr or "<none>"),
-                s.os_image or "<unknown>",
-                s.kernel or "<unknown>",
-                runtime or "<unknown>",
-            ]
-        rows.append(row)
-    return rows
-
-
-NODE_HEADERS = ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
-NODE_WIDE = ["INTERNAL-IP", "EXTERNAL-IP", "POD-CIDR", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"]
-
-
-def pod_rows(
-    states: Sequence[PodState], wide: bool, all_namespaces: bool, now: float | None = None
-) -> tuple[list[str], list[list[str]]]:
-    from labbuilder.observe import readback as lab_inspect
-
-    headers = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
-    if all_namespaces:
-        headers.insert(0, "NAMESPACE")
-    if wide:
-        headers += ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
-    rows = []
-    for s in states:
-        row = [s.pod.name, f"{s.ready_count}/{len(s.containers)}", s.status, "0", lab_inspect.age(s.started, now)]
-        if all_namespaces:
-            row.insert(0, s.pod.namespace)
-        if wide:
-            row += [str(s.ip.ip) if s.ip else "<none>", s.pod.node, "<none>", "<none>"]
-        rows.append(row)
-    return headers, rows
-
-
-def service_rows(
-    views: Sequence[ServiceView], wide: bool, all_namespaces: bool, age: str
-) -> tuple[list[str], list[list[str]]]:
-    from labbuilder.observe import readback as lab_inspect
-
-    headers = ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
-    if all_namespaces:
-        headers.insert(0, "NAMESPACE")
-    if wide:
-        headers.append("SELECTOR")
-    rows = []
-    for v in views:
-        row = [v.name, v.type, v.cluster_ip, "<none>", lab_inspect.format_ports(v), age]
-        if all_namespaces:
-            row.insert(0, v.namespace)
-        if wide:
-            row.append(",".join(f"{k}={val}" for k, val in v.selector.items()) or "<none>")
-        rows.append(row)
-    return headers, rows
-
-
-def endpoint_rows(
-    views: Sequence[ServiceView], wide: bool, all_namespaces: bool, age: str
-) -> tuple[list[str], list[list[str]]]:
-    from labbuilder.observe import readback as lab_inspect
-
-    headers = ["NAME", "ENDPOINTS", "AGE"]
-    if all_namespaces:
-        headers.insert(0, "NAMESPACE")
-    rows = []
-    for v in views:
-        row = [v.name, lab_inspect.format_endpoints(v, limit=None if wide else 3), age]
-        if all_namespaces:
-            row.insert(0, v.namespace)
-        rows.append(row)
-    return headers, rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,19 +151,20 @@ def get_nodes(lab: str, names: tuple[str, ...], output: str | None) -> None:
       labbuilder get nodes kthw
       labbuilder get nodes kthw -o wide       # INTERNAL-IP, POD-CIDR, OS, kernel
     """
-    from labbuilder.observe import readback as lab_inspect
+    from labbuilder.observe import readback
+    from labbuilder.present import kubectl as shapes
 
-    reading = lab_inspect.open_lab(lab_handle(lab))
-    states = select(lab_inspect.read_nodes(reading), names, "nodes", lambda s: s.node.name)
+    reading = readback.open_lab(lab_handle(lab))
+    states = select(readback.read_nodes(reading), names, "nodes", lambda s: s.node.name)
     states.sort(key=lambda s: s.node.name)
     runtime = f"docker://{reading.handle.engine.version()}" if output in ("wide", "json", "yaml") else ""
     if not states:
         nothing_found(None)
     elif output in ("json", "yaml", "name"):
-        print_objects(output, [lab_inspect.node_object(reading.lab, s, runtime) for s in states], len(names) == 1)
+        print_objects(output, [shapes.node_object(reading.lab, s, runtime) for s in states], len(names) == 1)
     else:
-        headers = NODE_HEADERS + (NODE_WIDE if output == "wide" else [])
-        emit(render_table(headers, node_rows(states, output == "wide", runtime)))
+        headers = shapes.NODE_HEADERS + (shapes.NODE_WIDE if output == "wide" else [])
+        emit(shapes.render_table(headers, shapes.node_rows(states, output == "wide", runtime)))
 
 
 @get.command("pods")
@@ -287,28 +185,29 @@ def get_pods(lab: str, names: tuple[str, ...], output: str | None, namespace: st
       labbuilder get pods kthw -A
       labbuilder get pods kthw -n kube-system -o yaml
     """
-    from labbuilder.observe import readback as lab_inspect
+    from labbuilder.observe import readback
+    from labbuilder.present import kubectl as shapes
 
-    reading = lab_inspect.open_lab(lab_handle(lab))
+    reading = readback.open_lab(lab_handle(lab))
     wanted = in_namespace(namespace, all_namespaces)
-    states = [s for s in lab_inspect.read_pods(reading) if wanted(s.pod.namespace)]
+    states = [s for s in readback.read_pods(reading) if wanted(s.pod.namespace)]
     states = select(states, names, "pods", lambda s: s.pod.name)
     states.sort(key=lambda s: (s.pod.namespace, s.pod.name))
     if not states:
         nothing_found(None if all_namespaces else namespace)
     elif output in ("json", "yaml", "name"):
-        print_objects(output, [lab_inspect.pod_object(reading.lab, s) for s in states], len(names) == 1)
+        print_objects(output, [shapes.pod_object(reading.lab, s) for s in states], len(names) == 1)
     else:
-        emit(render_table(*pod_rows(states, output == "wide", all_namespaces)))
+        emit(shapes.render_table(*shapes.pod_rows(states, output == "wide", all_namespaces)))
 
 
 def _services(
     lab: str, names: Sequence[str], namespace: str, all_namespaces: bool, node: str | None, kind: str
 ) -> tuple[LabReading, list[ServiceView], str]:
-    from labbuilder.observe import readback as lab_inspect
+    from labbuilder.observe import readback
 
-    reading = lab_inspect.open_lab(lab_handle(lab))
-    views, warnings, read_from = lab_inspect.read_services(reading, node)
+    reading = readback.open_lab(lab_handle(lab))
+    views, warnings, read_from = readback.read_services(reading, node)
     for warning in warnings:
         errors.print(f"warning: {warning}")
     wanted = in_namespace(namespace, all_namespaces)
@@ -327,12 +226,12 @@ def _show_services(
     kind: str,
 ) -> None:
     """`get services` and `get endpoints`: one reading of kube-proxy's rules, two shapes."""
-    from labbuilder.observe import readback as lab_inspect
+    from labbuilder.present import kubectl as shapes
 
     reading, views, read_from = _services(lab, names, namespace, all_namespaces, proxy_node, kind)
     created = reading.started("router")
-    to_object = lab_inspect.service_object if kind == "services" else lab_inspect.endpoints_object
-    rows = service_rows if kind == "services" else endpoint_rows
+    to_object = shapes.service_object if kind == "services" else shapes.endpoints_object
+    rows = shapes.service_rows if kind == "services" else shapes.endpoint_rows
     if not views:
         nothing_found(None if all_namespaces else namespace)
     elif output in ("json", "yaml", "name"):
@@ -341,7 +240,7 @@ def _show_services(
             obj["metadata"]["annotations"] = {"labbuilder/read-from": read_from}
         print_objects(output, objects, len(names) == 1)
     else:
-        emit(render_table(*rows(views, output == "wide", all_namespaces, lab_inspect.age(created))))
+        emit(shapes.render_table(*rows(views, output == "wide", all_namespaces, shapes.age(created))))
 
 
 @get.command("services")
