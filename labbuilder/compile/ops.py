@@ -47,6 +47,20 @@ class Ns:
         return f"ip -n {self.netns}" if self.netns else "ip"
 
 
+class Command:
+    """An operation that is one `ip` (or `bridge`) command in its namespace: `args()` is what
+    follows the tool; `apply` batches the args of one namespace into one `ip -batch`."""
+
+    tool: ClassVar[str] = "ip"
+
+    def args(self) -> str:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        netns = self.ns.netns  # type: ignore[attr-defined]
+        return f"{self.tool} -n {netns} {self.args()}" if netns else f"{self.tool} {self.args()}"
+
+
 @dataclass(frozen=True)
 class AddNetns:
     ns: Ns  # the pod namespace to create (ns.netns is its name)
@@ -58,7 +72,7 @@ class AddNetns:
 
 
 @dataclass(frozen=True)
-class Veth:
+class Veth(Command):
     """A veth pair created inside `ns` with its peer placed straight into `peer_ns`."""
 
     ns: Ns
@@ -71,18 +85,18 @@ class Veth:
 
     phase: ClassVar[Phase] = Phase.LINKS
 
-    def describe(self) -> str:
+    def args(self) -> str:
         where = f" netns {self.peer_ns.netns}" if self.peer_ns.netns else f" netns <pid of {self.peer_ns.container}>"
         mac = f" address {self.mac}" if self.mac else ""
         peer_mac = f" address {self.peer_mac}" if self.peer_mac else ""
         return (
-            f"{self.ns.ip()} link add {self.name}{mac} mtu {self.mtu} type veth "
+            f"link add {self.name}{mac} mtu {self.mtu} type veth "
             f"peer name {self.peer_name}{peer_mac} mtu {self.mtu}{where}"
         )
 
 
 @dataclass(frozen=True)
-class Bridge:
+class Bridge(Command):
     ns: Ns
     name: str
     mac: str | None = None
@@ -90,13 +104,13 @@ class Bridge:
 
     phase: ClassVar[Phase] = Phase.LINKS
 
-    def describe(self) -> str:
+    def args(self) -> str:
         mac = f" address {self.mac}" if self.mac else ""
-        return f"{self.ns.ip()} link add {self.name}{mac} mtu {self.mtu} type bridge"
+        return f"link add {self.name}{mac} mtu {self.mtu} type bridge"
 
 
 @dataclass(frozen=True)
-class Vxlan:
+class Vxlan(Command):
     ns: Ns
     name: str
     vni: int
@@ -108,28 +122,28 @@ class Vxlan:
 
     phase: ClassVar[Phase] = Phase.LINKS
 
-    def describe(self) -> str:
+    def args(self) -> str:
         mac = f" address {self.mac}" if self.mac else ""
         return (
-            f"{self.ns.ip()} link add {self.name}{mac} mtu {self.mtu} type vxlan id {self.vni} "
+            f"link add {self.name}{mac} mtu {self.mtu} type vxlan id {self.vni} "
             f"local {self.local} dev {self.dev} dstport {self.port} nolearning"
         )
 
 
 @dataclass(frozen=True)
-class Master:
+class Master(Command):
     ns: Ns
     ifname: str
     master: str
 
     phase: ClassVar[Phase] = Phase.LINKS
 
-    def describe(self) -> str:
-        return f"{self.ns.ip()} link set {self.ifname} master {self.master}"
+    def args(self) -> str:
+        return f"link set {self.ifname} master {self.master}"
 
 
 @dataclass(frozen=True)
-class Hairpin:
+class Hairpin(Command):
     """Let a bridge port send frames back out where they came in: a pod reaching itself via a service."""
 
     ns: Ns
@@ -137,35 +151,35 @@ class Hairpin:
 
     phase: ClassVar[Phase] = Phase.LINKS
 
-    def describe(self) -> str:
-        return f"{self.ns.ip()} link set {self.ifname} type bridge_slave hairpin on"
+    def args(self) -> str:
+        return f"link set {self.ifname} type bridge_slave hairpin on"
 
 
 @dataclass(frozen=True)
-class LinkUp:
+class LinkUp(Command):
     ns: Ns
     ifname: str
 
     phase: ClassVar[Phase] = Phase.LINKS
 
-    def describe(self) -> str:
-        return f"{self.ns.ip()} link set {self.ifname} up"
+    def args(self) -> str:
+        return f"link set {self.ifname} up"
 
 
 @dataclass(frozen=True)
-class Address:
+class Address(Command):
     ns: Ns
     ifname: str
     cidr: str  # "10.200.0.1/24"
 
     phase: ClassVar[Phase] = Phase.LINKS
 
-    def describe(self) -> str:
-        return f"{self.ns.ip()} addr add {self.cidr} dev {self.ifname}"
+    def args(self) -> str:
+        return f"addr add {self.cidr} dev {self.ifname}"
 
 
 @dataclass(frozen=True)
-class Route:
+class Route(Command):
     ns: Ns
     dst: str  # "default" or a CIDR
     via: str | None = None
@@ -177,8 +191,8 @@ class Route:
 
     phase: ClassVar[Phase] = Phase.ROUTES
 
-    def describe(self) -> str:
-        text = f"{self.ns.ip()} route replace {self.dst}"
+    def args(self) -> str:
+        text = f"route replace {self.dst}"
         text += f" via {self.via}" if self.via else ""
         text += f" dev {self.dev}" if self.dev else ""
         text += f" proto {self.proto}" if self.proto else ""
@@ -188,7 +202,7 @@ class Route:
 
 
 @dataclass(frozen=True)
-class Neighbour:
+class Neighbour(Command):
     ns: Ns
     ip: str
     mac: str
@@ -196,12 +210,12 @@ class Neighbour:
 
     phase: ClassVar[Phase] = Phase.LINKS
 
-    def describe(self) -> str:
-        return f"{self.ns.ip()} neigh replace {self.ip} lladdr {self.mac} dev {self.dev} nud permanent"
+    def args(self) -> str:
+        return f"neigh replace {self.ip} lladdr {self.mac} dev {self.dev} nud permanent"
 
 
 @dataclass(frozen=True)
-class Fdb:
+class Fdb(Command):
     ns: Ns
     mac: str
     dev: str
@@ -209,8 +223,10 @@ class Fdb:
 
     phase: ClassVar[Phase] = Phase.LINKS
 
-    def describe(self) -> str:
-        return f"bridge fdb append {self.mac} dev {self.dev} dst {self.dst} self permanent"
+    tool: ClassVar[str] = "bridge"
+
+    def args(self) -> str:
+        return f"fdb append {self.mac} dev {self.dev} dst {self.dst} self permanent"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 STATE_DIR = "/run/labbuilder"  # inside each node: what labbuilder keeps there
 PID_DIR = f"{STATE_DIR}/pids"  # one pidfile per process it started, named after the process
 RULES_FILE = f"{STATE_DIR}/iptables.rules"  # the iptables-restore payload last applied
+BUILD_SCRIPT = f"{STATE_DIR}/build.sh"  # what a fresh container ran to make its plan true
 SPEC_COPY = "/etc/labbuilder/lab.yaml"  # inside the router: lets status/get/reset work without the file
 
 

@@ -32,9 +32,10 @@ from labbuilder.compile.ops import (
     WriteFile,
     by_phase,
 )
-from labbuilder.compile.paths import RULES_FILE
+from labbuilder.compile.paths import BUILD_SCRIPT, RULES_FILE
+from labbuilder.compile.script import build_script
 from labbuilder.engine.netlink import Netlink
-from labbuilder.engine.runtime import LabHandle
+from labbuilder.engine.runtime import LabHandle, tar_of
 from labbuilder.errors import LabError
 
 NetlinkOp = Veth | Bridge | Vxlan | Master | Hairpin | LinkUp | Address | Route | Neighbour | Fdb
@@ -74,10 +75,32 @@ def _dispatch(nl: Netlink, op: NetlinkOp) -> None:
 
 
 class Applier:
-    """Makes a plan's operations true in one lab, through its handle."""
+    """Makes a plan's operations true in one lab, through its handle.
+
+    Two ways, one result: `build` for a container this run created (it holds nothing, so its
+    operations run as plain batched commands: one archive, one script, one process start), and
+    `apply` for one that already exists (every operation *ensures* over netlink, so a second `up`
+    or a crashed one converges).
+    """
 
     def __init__(self, lab: LabHandle):
         self.lab = lab
+
+    def build(self, key: str, ops: Sequence[Op]) -> None:
+        phases = by_phase(ops)
+        with Netlink(self.lab.ns_path) as nl:  # the uplink: a veth made on the router's side
+            for op in [*phases[Phase.LINKS], *phases[Phase.ROUTES]]:
+                if op.ns.container != key:
+                    assert isinstance(op, NetlinkOp)
+                    apply_netlink(nl, op)
+        files = {op.path: op.content for op in phases[Phase.FILES] if isinstance(op, WriteFile)}
+        rules = [op.payload for op in phases[Phase.RULES] if isinstance(op, Iptables)]
+        if rules:
+            files[RULES_FILE] = rules[-1]
+        files[BUILD_SCRIPT] = build_script(key, ops, rules=bool(rules))
+        # One process on this host: the files arrive as a tar on stdin, then the script runs.
+        self.lab.nsenter(key, ["sh", "-c", f"tar -x -C / && sh {BUILD_SCRIPT}"], stdin=tar_of(files))
+        self.start_processes(key, [op for op in phases[Phase.PROCESSES] if isinstance(op, Process)])
 
     def apply(self, key: str, ops: Sequence[Op]) -> None:
         phases = by_phase(ops)

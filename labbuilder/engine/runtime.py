@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
 import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -306,6 +307,27 @@ class LabHandle:
             where = self._container(ns.container).name + (f" ({ns.netns})" if ns.netns else "")
             raise LabError(f"{where}: `{' '.join(argv)}` failed ({result.code}): {result.output.strip()}")
         return result.output
+
+    def nsenter(self, key: str, argv: Sequence[str], stdin: bytes | None = None) -> str:
+        """Run a configuration command in the container's network, mount and pid namespaces (so
+        /proc and /run/netns are the container's), from this host, as the netlink sockets opened by
+        namespace path do: no `docker exec` round trip. Only for short commands (ip, tar,
+        iptables-restore): long-running processes start with `exec`, inside the container's cgroup
+        and with its capabilities only."""
+        pid = self.pid(key)
+        try:
+            done = subprocess.run(
+                ["nsenter", "-t", str(pid), "-n", "-m", "-p", "--", *argv],
+                input=stdin,
+                capture_output=True,
+                timeout=300,
+            )
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise LabError(f"lab {self.name}: cannot enter {self._container(key).name}: {err}") from None
+        if done.returncode != 0:
+            why = (done.stderr or done.stdout).decode(errors="replace").strip()
+            raise LabError(f"{self._container(key).name}: `{' '.join(argv)}` failed ({done.returncode}): {why}")
+        return done.stdout.decode(errors="replace")
 
     def put_files(self, key: str, files: dict[str, str]) -> None:
         """Write files (path → text) in one tar archive extracted at /, parent folders included."""

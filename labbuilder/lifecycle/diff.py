@@ -128,7 +128,18 @@ def desired_state(plan: Plan) -> dict[Ns, NsDesired]:
                     )
             case Route():
                 state(op.ns).routes[route_key(op.dst, op.via)] = owner
+    for want in states.values():
+        _superseded(want)
     return states
+
+
+def _superseded(want: NsDesired) -> None:
+    """A planned `route replace` of an address's own prefix takes the kernel's connected route's
+    place (same destination, table and metric): ptp's `podCIDR via gateway` in a pod."""
+    planned = {dst for dst, via in want.routes if via is not None}
+    for route in [r for r in want.connected if route_key(r.dst, None)[0] in planned]:
+        want.connected.remove(route)
+        want.routes.pop(route_key(route.dst, None), None)
 
 
 def diff(plan: Plan, observed: dict[str, ContainerObserved]) -> list[Difference]:

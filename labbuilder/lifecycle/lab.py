@@ -6,7 +6,7 @@ nothing; if applying fails, what this `up` created is removed again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from labbuilder.compile.ops import ROUTER
@@ -53,7 +53,7 @@ def up(path: str, name: str | None = None, progress: Progress = _quiet, engine: 
         new = [c.key for c in plan.containers if c.key not in existing]
         try:
             ensure_containers(handle, plan, progress, tag, spec_copy=spec_text(spec))
-            apply_plan(handle, plan, progress)
+            apply_plan(handle, plan, new, progress)
         except BaseException:
             if new:
                 progress(f"failed: removing what this run created in lab {plan.lab.name}")
@@ -62,17 +62,17 @@ def up(path: str, name: str | None = None, progress: Progress = _quiet, engine: 
     return UpResult(plan.lab, created=not existing)
 
 
-def apply_plan(handle: LabHandle, plan: Plan, progress: Progress = _quiet) -> None:
-    """The router first (its bridge holds the uplinks' other ends), then every node in parallel."""
+def apply_plan(handle: LabHandle, plan: Plan, fresh: Sequence[str] = (), progress: Progress = _quiet) -> None:
+    """The router first (its bridge holds the uplinks' other ends), then every node in parallel;
+    containers in `fresh` (created by this run) are built, the others converged."""
     applier = Applier(handle)
-    progress("router: node network and routes")
-    applier.apply(ROUTER, plan.steps[ROUTER])
 
-    def node(key: str) -> None:
-        applier.apply(key, plan.steps[key])
+    def one(key: str) -> None:
+        (applier.build if key in fresh else applier.apply)(key, plan.steps[key])
         progress(f"{key}: configured")
 
-    in_threads(node, plan.nodes)
+    one(ROUTER)
+    in_threads(one, plan.nodes)
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def ensure_containers(
             if key == ROUTER and spec_copy is not None:
                 handle.put_files(ROUTER, {SPEC_COPY: spec_copy})
 
-        in_threads(make, missing, workers=4)
+        in_threads(make, missing, workers=8)
     stopped = [key for key, info in found.items() if not info.running]
     for key in stopped:
         progress(f"starting {found[key].name}")

@@ -1,4 +1,4 @@
-"""Every shipped lab comes up and its own checks pass on it, as an instructor would hand it out."""
+"""Every shipped lab comes up pristine and its own checks pass on it, as an instructor would hand it out."""
 
 from __future__ import annotations
 
@@ -18,5 +18,8 @@ def test_shipped_lab_passes_its_checks(name: str, host_before):
         result = labbuilder("check", lab, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
         assert ", 0 failed" in result.stdout
+        # What `up` built in one batch per namespace is exactly what diff/reset expect, op by op.
+        pristine = labbuilder("diff", lab, check=False)
+        assert pristine.returncode == 0 and pristine.stdout.strip() == f"lab {lab}: pristine", pristine.stdout
     finally:
         next(up, None)

@@ -1,0 +1,52 @@
+"""The shell a fresh container runs to make its plan true: few processes, whole batches.
+
+A new container holds nothing yet, so its operations can run as plain commands without the
+ensure-semantics of netlink: pod namespaces, then one `ip -batch` (or `bridge -batch`) per
+namespace for the links and one for the routes, then one `iptables-restore` of whole tables.
+Grouping keeps every dependency the plan's order has: the container's own namespace goes first
+(it makes the veths whose peers the pod namespaces then configure), and routes come after all
+links and addresses, as `PHASES` says. Pure: `engine.apply` writes it into the container and runs it.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+from labbuilder.compile.ops import AddNetns, Command, Op, Phase, by_phase
+from labbuilder.compile.paths import RULES_FILE
+
+
+def batches(ops: Sequence[Command]) -> list[tuple[str, str | None, list[str]]]:
+    """(tool, netns, lines): the container's namespace first, then pods' in order of appearance."""
+    groups: dict[tuple[str, str | None], list[str]] = {}
+    first: dict[str | None, int] = {}
+    for i, op in enumerate(ops):
+        netns = op.ns.netns  # type: ignore[attr-defined]
+        first.setdefault(netns, i)
+        groups.setdefault((op.tool, netns), []).append(op.args())
+    order = sorted(groups, key=lambda k: (k[1] is not None, first[k[1]], k[0] != "ip"))
+    return [(tool, netns, groups[(tool, netns)]) for tool, netns in order]
+
+
+def _batch(tool: str, netns: str | None, lines: list[str]) -> str:
+    where = f" -n {shlex.quote(netns)}" if netns else ""
+    return f"{tool}{where} -batch - <<'EOF'\n" + "\n".join(lines) + "\nEOF"
+
+
+def build_script(key: str, ops: Sequence[Op], rules: bool) -> str:
+    """The commands for container `key`'s own operations (those made from another container's
+    side, the uplink veths, are not in it); `rules`: restore RULES_FILE at the end."""
+    phases = by_phase(op for op in ops if op.ns.container == key)
+    lines = ["set -e"]
+    lines += [
+        f"ip netns add {shlex.quote(op.ns.netns)}"
+        for op in phases[Phase.NETNS]
+        if isinstance(op, AddNetns) and op.ns.netns
+    ]
+    for phase in (Phase.LINKS, Phase.ROUTES):
+        commands = [op for op in phases[phase] if isinstance(op, Command)]
+        lines += [_batch(tool, netns, group) for tool, netns, group in batches(commands)]
+    if rules:
+        lines.append(f"iptables-restore {RULES_FILE}")
+    return "\n".join(lines) + "\n"
