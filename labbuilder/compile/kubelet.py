@@ -5,15 +5,63 @@
   address it saw), or for the cluster DNS pod, dnsmasq answering for every service;
 - the pod's `resolv.conf` (ip netns exec bind-mounts `/etc/netns/<netns>/resolv.conf`);
 - node-level servers: the apiserver port :6443 on controllers.
+
+Every server of a node — its pods' and its own — is one `podserver` process that opens each
+pod's sockets inside that pod's netns: one interpreter per node instead of one per pod, and
+`ss -ltnp` in a pod still shows its listening sockets.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
+from dataclasses import dataclass
 
 from labbuilder.compile.ops import Ns, Op, Process, WriteFile
-from labbuilder.compile.paths import PID_DIR, pidfile
+from labbuilder.compile.paths import PID_DIR, PODSERVER_CONF, pidfile
 from labbuilder.spec.model import Lab, Node, Pod
+
+METRICS_PORT = 9153  # CoreDNS's metrics: the DNS pod's second container, answered like any pod port
+
+
+@dataclass(frozen=True)
+class PodContainer:
+    """A container of a pod as `get pods` shows it, and what shows it is alive."""
+
+    name: str
+    process: str  # the pidfile stem of the process that runs it
+    ports: tuple[tuple[str, int], ...] = ()  # ("tcp", 80): what listens for it inside the pod
+    own_process: bool = True  # its process lives in the pod's netns; False: the node's podserver
+
+
+def podserver_name(node: Node) -> str:
+    return f"{node.name}.podserver"
+
+
+def pod_containers(node: Node, pod: Pod) -> list[PodContainer]:
+    """The containers of a pod beyond its sandbox; none for a pod that only sleeps (busybox-like)."""
+    name = pod.workload or "server"
+    if pod.app == "dns":
+        dns = PodContainer("dns", f"{pod.name}.dns", (("udp", 53), ("tcp", 53)))
+        return [dns, PodContainer(name, podserver_name(node), (("tcp", METRICS_PORT),), own_process=False)]
+    if pod.ports:
+        ports = tuple((p.protocol.lower(), p.port) for p in pod.ports)
+        return [PodContainer(name, podserver_name(node), ports, own_process=False)]
+    return []
+
+
+def podserver_config(node: Node) -> list[dict[str, object]]:
+    """What the node's podserver serves: each pod's ports in its netns, and the node's own."""
+    served: list[dict[str, object]] = []
+    for pod in node.pods:
+        ports = [port for c in pod_containers(node, pod) if not c.own_process for port in c.ports]
+        if ports:
+            tcp = [p for proto, p in ports if proto == "tcp"]
+            udp = [p for proto, p in ports if proto == "udp"]
+            served.append({"name": pod.name, "ip": str(pod.ip), "netns": pod.netns, "tcp": tcp, "udp": udp})
+    if node.listen_ports:
+        served.append({"name": node.name, "ip": str(node.ip), "netns": None, "tcp": list(node.listen_ports)})
+    return served
 
 
 def pod_processes(lab: Lab, node: Node) -> list[Op]:
@@ -23,26 +71,12 @@ def pod_processes(lab: Lab, node: Node) -> list[Op]:
         ops.append(Process(ns, f"{pod.name}.pause", ("/pause", "infinity")))
         if pod.app == "dns":
             ops.append(Process(ns, f"{pod.name}.dns", dnsmasq_argv(lab)))
-            # The pod's other container: the metrics port, answered like any pod port.
-            ops.append(Process(ns, pod.name, server_argv(pod.name, str(pod.ip), tcp=[9153])))
-        elif pod.ports:
-            tcp = [p.port for p in pod.ports if p.protocol == "TCP"]
-            udp = [p.port for p in pod.ports if p.protocol == "UDP"]
-            ops.append(Process(ns, pod.name, server_argv(pod.name, str(pod.ip), tcp, udp)))
-    if node.listen_ports:
-        ops.append(
-            Process(Ns(node.name), f"{node.name}.server", server_argv(node.name, str(node.ip), list(node.listen_ports)))
-        )
+    served = podserver_config(node)
+    if served:
+        here = Ns(node.name)
+        ops.append(WriteFile(here, PODSERVER_CONF, json.dumps(served, indent=1) + "\n"))
+        ops.append(Process(here, podserver_name(node), ("podserver", "--config", PODSERVER_CONF)))
     return ops
-
-
-def server_argv(name: str, ip: str, tcp: list[int], udp: list[int] | None = None) -> tuple[str, ...]:
-    argv = ["podserver", "--name", name, "--ip", ip]
-    for port in tcp:
-        argv += ["--tcp", str(port)]
-    for port in udp or []:
-        argv += ["--udp", str(port)]
-    return tuple(argv)
 
 
 def dnsmasq_argv(lab: Lab) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ STATE_DIR = "/run/labbuilder"  # inside each node: what labbuilder keeps there
 PID_DIR = f"{STATE_DIR}/pids"  # one pidfile per process it started, named after the process
 RULES_FILE = f"{STATE_DIR}/iptables.rules"  # the iptables-restore payload last applied
 BUILD_SCRIPT = f"{STATE_DIR}/build.sh"  # what a fresh container ran to make its plan true
+PODSERVER_CONF = "/etc/labbuilder/podserver.json"  # the pods a node's podserver answers for
 SPEC_COPY = "/etc/labbuilder/lab.yaml"  # inside the router: lets status/get/reset work without the file
 
 

@@ -10,21 +10,25 @@ with the raw error kept for `--debug`.
 
 from __future__ import annotations
 
+import fcntl
 import io
+import os
 import re
 import subprocess
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
 import docker
 import docker.errors
+import requests
 from docker.models.containers import Container
 
 from labbuilder.compile.ops import ROUTER, Ns
@@ -36,6 +40,7 @@ from labbuilder.spec.model import Lab
 from labbuilder.spec.resolve import build_model
 
 T = TypeVar("T")
+TIMEOUT = 120  # seconds one Docker API call may take
 
 
 @dataclass(frozen=True)
@@ -95,11 +100,47 @@ def docker_errors(what: str, hint: str = "") -> Iterator[None]:
             "is dockerd running? `bash scripts/ensure-docker.sh` installs and starts it",
             str(err),
         ) from None
+    except requests.exceptions.Timeout as err:
+        raise EngineError(
+            f"{what}: the Docker engine did not answer within {TIMEOUT} s",
+            "it may be overloaded (many labs starting at once?); try again, or look at its log",
+            str(err),
+        ) from None
+    except requests.exceptions.RequestException as err:
+        raise EngineError(
+            f"{what}: lost the connection to the Docker engine",
+            "is dockerd running? `bash scripts/ensure-docker.sh` starts it",
+            str(err),
+        ) from None
+
+
+def lock_dir() -> Path:
+    """Where labbuilder's locks live: /run/labbuilder/locks for root (gone at reboot, like the
+    locks), a per-user folder otherwise."""
+    base = Path("/run/labbuilder") if os.geteuid() == 0 else Path(tempfile.gettempdir()) / f"labbuilder-{os.getuid()}"
+    folder = base / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@contextmanager
+def churn(kind: str) -> Iterator[None]:
+    """Container creations ("create") may run together, and removals ("remove") too, but never
+    one while the other runs, across every labbuilder process on this host. Docker 20.10 can
+    deadlock its network controller when endpoints are made and torn down at the same moment
+    (moby/moby#42545, fixed after the 20.10 that Debian ships), and a workshop server starting
+    some labs while removing others is exactly that. A flock: released when its holder dies."""
+    fd = os.open(lock_dir() / "engine-churn.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if kind == "create" else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def connect() -> docker.DockerClient:
     try:
-        client = docker.from_env(timeout=120)
+        client = docker.from_env(timeout=TIMEOUT)
         client.ping()
     except docker.errors.DockerException as err:
         raise EngineError(
@@ -249,10 +290,10 @@ class LabHandle:
 
     def remove(self, keys: Sequence[str] | None = None) -> list[str]:
         """Remove the lab's containers (those of `keys`, or all), and only those; returns their names."""
-        removed = []
-        for key, container in list(self._all().items()):
-            if keys is not None and key not in keys:
-                continue
+        doomed = {key: c for key, c in self._all().items() if keys is None or key in keys}
+
+        def one(key: str) -> str:
+            container = doomed[key]
             try:
                 container.remove(force=True)
             except docker.errors.NotFound:
@@ -261,9 +302,13 @@ class LabHandle:
                 if getattr(err, "status_code", None) != 409:  # 409: removal already in progress
                     with docker_errors(f"lab {self.name}: cannot remove {container.name}"):
                         raise
-            removed.append(container.name)
+            return str(container.name)
+
+        with churn("remove"):
+            removed = in_threads(one, list(doomed))
+        for key in removed:
             del self._all()[key]
-        return sorted(removed)
+        return sorted(removed.values())
 
     # -- inside ------------------------------------------------------------------------------
     def pid(self, key: str) -> int:

@@ -13,7 +13,7 @@ from labbuilder.compile.ops import ROUTER
 from labbuilder.compile.paths import SPEC_COPY
 from labbuilder.compile.plan import Plan, compile_plan
 from labbuilder.engine.apply import Applier
-from labbuilder.engine.runtime import ContainerInfo, Engine, LabHandle, in_threads
+from labbuilder.engine.runtime import ContainerInfo, Engine, LabHandle, churn, in_threads
 from labbuilder.errors import LabError
 from labbuilder.lifecycle.lock import lab_lock
 from labbuilder.spec.lab_file import resolve_file
@@ -98,11 +98,13 @@ def ensure_containers(
             if key == ROUTER and spec_copy is not None:
                 handle.put_files(ROUTER, {SPEC_COPY: spec_copy})
 
-        in_threads(make, missing, workers=8)
+        with churn("create"):
+            in_threads(make, missing, workers=8)
     stopped = [key for key, info in found.items() if not info.running]
-    for key in stopped:
-        progress(f"starting {found[key].name}")
-        handle.start(key)
+    if stopped:
+        progress(f"starting {len(stopped)} stopped containers")
+        with churn("create"):
+            in_threads(handle.start, stopped, workers=8)
     if spec_copy is not None and ROUTER not in missing:
         handle.put_files(ROUTER, {SPEC_COPY: spec_copy})
     return Containers(missing, stopped)

@@ -12,23 +12,17 @@ import fcntl
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+from labbuilder.engine.runtime import lock_dir
 from labbuilder.errors import LabError
 
 WAIT = 120.0  # seconds a command waits for another one on the same lab before it gives up
 POLL = 0.2
-
-
-def lock_dir() -> Path:
-    """/run/labbuilder/locks for root (gone at reboot, like the locks); a per-user folder otherwise."""
-    base = Path("/run/labbuilder") if os.geteuid() == 0 else Path(tempfile.gettempdir()) / f"labbuilder-{os.getuid()}"
-    return base / "locks"
 
 
 def _holder(path: Path) -> str:
@@ -46,9 +40,7 @@ def lab_lock(
     lab: str, command: str, wait: float = WAIT, progress: Callable[[str], None] | None = None
 ) -> Iterator[None]:
     """Hold lab `lab`'s lock for the block; wait up to `wait` seconds for another holder."""
-    folder = lock_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{lab}.lock"
+    path = lock_dir() / f"{lab}.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline, told = time.monotonic() + wait, False

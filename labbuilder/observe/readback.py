@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Interface
 
-from labbuilder.compile.kubelet import pod_processes
+from labbuilder.compile.kubelet import pod_containers
 from labbuilder.compile.kubeproxy import ServicePortRules, parse_service_rules
 from labbuilder.compile.netfilter import parse_save
-from labbuilder.compile.ops import ROUTER, Process
+from labbuilder.compile.ops import ROUTER
 from labbuilder.engine.runtime import ContainerInfo, LabHandle, in_threads
 from labbuilder.errors import LabError
 from labbuilder.observe.snapshot import NodeSnapshot, ProcessState, parse_snapshot, snapshot_argv
@@ -90,31 +90,15 @@ class PodState:
         return self.status == "Running"
 
 
-def container_name(pod: Pod, process: str) -> str:
-    """A pod's process (pidfile stem) as a container name: `<pod>` is the workload's server."""
-    if process == pod.name:
-        return pod.workload or "server"
-    return process.removeprefix(pod.name + ".")
-
-
-def pod_containers(lab: Lab, node: Node, pod: Pod) -> list[str]:
-    """The pidfile stems of the pod's containers (its processes other than the sandbox)."""
-    names = []
-    for op in pod_processes(lab, node):
-        if isinstance(op, Process) and op.ns.netns == pod.netns and op.name != f"{pod.name}.pause":
-            names.append(op.name)
-    return names
-
-
 def pod_state(lab: Lab, node: Node, pod: Pod, snap: NodeSnapshot | None, host_ip: IPv4Interface | None) -> PodState:
-    """Running when the netns exists with an address on eth0, and the pause process and every
-    container process are alive inside that netns; NotReady otherwise; Unknown when the node
-    itself could not be read."""
-    expected = pod_containers(lab, node, pod)
+    """Running when the netns exists with an address on eth0, the pause process is alive inside it,
+    and every container is alive: its process runs (inside the netns, for a process of the pod's
+    own) and its ports listen in the pod's netns. NotReady otherwise; Unknown when the node itself
+    could not be read."""
+    expected = pod_containers(node, pod)
     if snap is None:
-        unknown = tuple(
-            ContainerState(container_name(pod, p), p, False, False, None, None)
-            for p in expected or [f"{pod.name}.pause"]
+        unknown = tuple(ContainerState(c.name, c.process, False, False, None, None) for c in expected) or (
+            ContainerState(pod.workload or pod.name, f"{pod.name}.pause", False, False, None, None),
         )
         return PodState(pod, "Unknown", None, None, False, unknown, None, (f"node {node.name} is not running",))
 
@@ -134,15 +118,20 @@ def pod_state(lab: Lab, node: Node, pod: Pod, snap: NodeSnapshot | None, host_ip
     if netns is not None and not sandbox:
         problems.append(f"pause is not running in {pod.netns}")
     containers: list[ContainerState] = []
-    # A pod with nothing but its sandbox (busybox-like): the sandbox is its one container.
-    for stem in expected or [f"{pod.name}.pause"]:
-        process = snap.processes.get(stem)
-        running = inside(process)
-        name = container_name(pod, stem) if expected else (pod.workload or pod.name)
-        if netns is not None and expected and not running:
-            problems.append(f"container {name} is not running")
+    for c in expected:
+        process = snap.processes.get(c.process)
+        alive = inside(process) if c.own_process else (process is not None and process.running)
+        listening = netns is not None and set(c.ports) <= netns.listening
+        running = alive and listening
+        if netns is not None and not running:
+            why = "is not running" if not alive else "does not listen on " + ", ".join(f"{p}/{t}" for t, p in c.ports)
+            problems.append(f"container {c.name} {why}")
         pid, written = (process.pid, process.written) if process else (None, None)
-        containers.append(ContainerState(name, stem, running, running and ip is not None, pid, written))
+        containers.append(ContainerState(c.name, c.process, running, running and ip is not None, pid, written))
+    if not expected:  # a pod with nothing but its sandbox (busybox-like): the sandbox is its one container
+        pid, written = (pause.pid, pause.written) if pause else (None, None)
+        name = pod.workload or pod.name
+        containers.append(ContainerState(name, f"{pod.name}.pause", sandbox, sandbox and ip is not None, pid, written))
     status = "NotReady" if problems else "Running"
     started = float(pause.written) if pause and pause.written else None
     return PodState(pod, status, ip, host_ip, sandbox, tuple(containers), started, tuple(problems))

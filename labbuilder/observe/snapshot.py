@@ -8,13 +8,15 @@ pidfiles' processes, which no tool describes as JSON, as one `@pid` line each.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Interface
 from typing import Any
 
+from labbuilder.compile.kubelet import ALIVE_SH
 from labbuilder.compile.paths import PID_DIR
 
 SNAPSHOT_SCRIPT = f"""exec 2>/dev/null
+{ALIVE_SH}
 echo "@now $(date +%s)"
 echo "@kernel $(uname -r)"
 echo "@os $(. /etc/os-release && echo "$PRETTY_NAME")"
@@ -23,6 +25,8 @@ ip -j -4 addr show dev eth0
 for ns in $(ip netns list | cut -d' ' -f1); do
   echo "@netns $ns $(stat -L -c %i "/run/netns/$ns" || echo -)"
   ip -j -n "$ns" -4 addr show dev eth0
+  echo "@listen $ns"
+  ip netns exec "$ns" ss -Hltun
 done
 for f in {PID_DIR}/*.pid; do
   [ -f "$f" ] || continue
@@ -30,6 +34,7 @@ for f in {PID_DIR}/*.pid; do
   case "$pid" in
     ''|*[!0-9]*) pid=- ;;
     *) state=$(awk '/^State:/ {{print $2}}' "/proc/$pid/status" || true); state=${{state:--}}
+       alive "$f" || state=-  # a pid handed out again after a restart is not our process
        [ "$state" = - ] || net=$(readlink "/proc/$pid/ns/net" || echo '?') ;;
   esac
   echo "@pid $(basename "$f" .pid) $pid $(stat -c %Y "$f") $state $net"
@@ -47,6 +52,7 @@ class NetnsState:
     name: str
     inode: int | None  # of /run/netns/<name>; None when it could not be read
     addresses: tuple[IPv4Interface, ...] = ()  # IPv4 on the pod's eth0
+    listening: frozenset[tuple[str, int]] = frozenset()  # ("tcp", 80): sockets listening in it (ss)
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,16 @@ def parse_ip_addresses(text: str) -> tuple[IPv4Interface, ...]:
         raise ValueError(f"`ip -j addr show` printed no list of links ({err}): {text.strip()[:80]!r}") from None
 
 
+def parse_listening(text: str) -> frozenset[tuple[str, int]]:
+    """`ss -Hltun` lines (`tcp LISTEN 0 128 0.0.0.0:80 0.0.0.0:*`) → {("tcp", 80)}; ss has no JSON."""
+    found = set()
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 5 and words[0] in ("tcp", "udp") and words[4].rpartition(":")[2].isdigit():
+            found.add((words[0], int(words[4].rpartition(":")[2])))
+    return frozenset(found)
+
+
 def _int(text: str) -> int | None:
     return int(text) if text.isdigit() else None
 
@@ -132,6 +148,9 @@ def parse_snapshot(text: str) -> NodeSnapshot:
         elif section == "netns":
             name, inode = netns_head
             snap.netns[name] = NetnsState(name, inode, parse_ip_addresses("\n".join(body)))
+        elif section == "listen" and netns_head[0] in snap.netns:
+            name = netns_head[0]
+            snap.netns[name] = replace(snap.netns[name], listening=parse_listening("\n".join(body)))
 
     for line in text.splitlines():
         if iptables is not None:  # iptables-save is last, and kept verbatim
@@ -154,6 +173,8 @@ def parse_snapshot(text: str) -> NodeSnapshot:
             section = "eth0"
         elif head == "netns" and words:
             section, netns_head = "netns", (words[0], _int(words[1]) if len(words) > 1 else None)
+        elif head == "listen" and words and words[0] == netns_head[0]:
+            section = "listen"
         elif head == "pid" and len(words) >= 5:
             snap.processes[words[0]] = _process(words)
         elif head == "iptables":

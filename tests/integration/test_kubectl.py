@@ -139,9 +139,9 @@ def test_get_reads_back_what_was_broken_inside_the_lab(kthw):
     rows = {r["NAME"]: r for r in table("pods", LAB, "-o", "wide")}
     assert (rows[victim.name]["STATUS"], rows[victim.name]["IP"]) == ("Running", str(victim.ip))
 
-    # A dead server: the pod's READY drops, its STATUS with it.
+    # A dead server (worker-2's podserver answers for its pods): the pod's READY drops, its STATUS with it.
     server = pod("worker-2", "nginx")
-    dexec(f"{LAB}-worker-2", "sh", "-c", f"kill $(cat /run/labbuilder/pids/{server.name}.pid)")
+    dexec(f"{LAB}-worker-2", "sh", "-c", "kill $(cat /run/labbuilder/pids/worker-2.podserver.pid)")
     rows = {r["NAME"]: r for r in table("pods", LAB)}
     assert (rows[server.name]["STATUS"], rows[server.name]["READY"]) == ("NotReady", "0/1")
 

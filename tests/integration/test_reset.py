@@ -24,8 +24,8 @@ def sabotage(lab: str) -> None:
     dexec(w0, "ip", "route", "flush", "table", "main")  # flush routes on a node
     dexec(w0, "ip", "link", "del", pod0.host_veth)  # delete a pod's veth
     dexec(w1, "iptables", "-t", "nat", "-F")  # flush the nat table
-    pid = dexec(w1, "cat", f"/run/labbuilder/pids/{KTHW.node('worker-1').pods[0].name}.pid").strip()
-    dexec(w1, "kill", pid)  # kill a workload, by its pid
+    pid = dexec(w1, "cat", "/run/labbuilder/pids/worker-1.podserver.pid").strip()
+    dexec(w1, "kill", pid)  # kill the node's workloads (one podserver answers for its pods), by its pid
     dexec(w2, "ip", "netns", "add", "stray")  # add a stray netns
     pod_exec(w2, pod2.netns, "ip", "addr", "flush", "dev", "eth0")  # change an address
     pod_exec(w2, pod2.netns, "ip", "addr", "add", "10.200.2.99/24", "dev", "eth0")
@@ -38,7 +38,7 @@ SABOTAGE_SEEN = (  # what `diff` says of the sabotage above, one line per change
     "worker-0: route default via 10.240.0.1 missing",
     "worker-0: link {veth0} missing",
     "worker-1: iptables nat changed",
-    "worker-1: process {nginx1} stopped",
+    "worker-1: process worker-1.podserver stopped",
     "worker-2: netns stray added",
     "worker-2: address 10.200.2.99/24 on eth0 in {netns2} added",
     "worker-2: address 10.200.2.2/24 on eth0 in {netns2} missing",
@@ -51,7 +51,6 @@ SABOTAGE_SEEN = (  # what `diff` says of the sabotage above, one line per change
 def seen(line: str) -> str:
     return line.format(
         veth0=KTHW.node("worker-0").pods[1].host_veth,
-        nginx1=KTHW.node("worker-1").pods[0].name,
         netns2=KTHW.node("worker-2").pods[0].netns,
     )
 
@@ -84,7 +83,7 @@ def test_reset_restores_the_freshly_built_state(lab):
         "worker-0: route default via 10.240.0.1 restored",
         f"worker-0: link {KTHW.node('worker-0').pods[1].host_veth} restored",
         "worker-1: iptables nat restored",
-        f"worker-1: process {KTHW.node('worker-1').pods[0].name} restarted",
+        "worker-1: process worker-1.podserver restarted",
         "worker-2: netns stray removed",
         "stray address 10.200.2.99/24 on eth0",
         "worker-2: file /etc/cni/net.d/10-bridge.conf restored",

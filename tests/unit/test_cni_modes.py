@@ -192,9 +192,13 @@ def test_ptp_control_plane_runs_pods_with_a_host_route_each():
         assert f"ip route replace {pod.ip} dev {pod.host_veth} scope host" in routes
     assert "ip route replace 10.244.1.0/24 via 172.18.0.2 dev eth0" in routes
     # It also serves the apiserver port behind default/kubernetes.
-    assert any(
-        "podserver --name control-plane --ip 172.18.0.3 --tcp 6443" in line for line in describe(plan, "control-plane")
+    served = next(
+        json.loads(op.content)
+        for op in plan.steps["control-plane"]
+        if isinstance(op, WriteFile) and op.path == "/etc/labbuilder/podserver.json"
     )
+    assert {"name": "control-plane", "ip": "172.18.0.3", "netns": None, "tcp": [6443]} in served
+    assert "podserver --config /etc/labbuilder/podserver.json &" in describe(plan, "control-plane")
 
 
 def test_ptp_conflist_and_host_local_state():

@@ -37,7 +37,7 @@ def pristine(plan: Plan) -> dict[str, ContainerObserved]:
         for ns, want in desired.items():
             if ns.container == spec.key:
                 links = {name: LinkState("veth", True, want.masters.get(name)) for name in want.links}
-                box.namespaces[ns] = NsObserved(links, frozenset(want.addresses), dict.fromkeys(want.routes, {}))
+                box.namespaces[ns] = NsObserved(links, frozenset(want.addresses), {key: {} for key in want.routes})
         seen[spec.key] = box
     return seen
 

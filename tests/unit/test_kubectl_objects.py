@@ -123,7 +123,7 @@ def test_tables_are_kubectl_plain_columns():
 
 def test_pod_rows_wide_and_all_namespaces():
     pods = list(states(WORKER_0, "worker-0").values())
-    headers, rows = kubectl.pod_rows(pods, wide=True, all_namespaces=True, now=1795582282 + 61)
+    headers, rows = kubectl.pod_rows(pods, wide=True, all_namespaces=True, now=1795613971 + 61)
     assert headers == [
         "NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED NODE", "READINESS GATES"
     ]  # fmt: skip

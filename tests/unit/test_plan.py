@@ -103,7 +103,11 @@ def test_controllers_run_no_pods_and_serve_the_apiserver_port():
     plan = kthw_plan()
     ops = plan.steps["controller-0"]
     assert not any(isinstance(op, AddNetns) for op in ops)
-    assert any("podserver --name controller-0 --ip 10.240.0.10 --tcp 6443" in op.describe() for op in ops)
+    assert any(op.describe() == "podserver --config /etc/labbuilder/podserver.json &" for op in ops)
+    served = next(
+        json.loads(op.content) for op in ops if isinstance(op, WriteFile) and op.path.endswith("podserver.json")
+    )
+    assert served == [{"name": "controller-0", "ip": "10.240.0.10", "netns": None, "tcp": [6443]}]
 
 
 def test_nothing_is_planned_outside_the_lab_namespaces():

@@ -35,7 +35,7 @@ def test_healthy_pods_are_running_with_their_addresses():
         "coredns": ("Running", "10.200.0.4/24", 2, 2),  # dnsmasq + the metrics server
     }
     assert pods["nginx"].host_ip == IPv4Interface("10.240.0.20/24")
-    assert pods["nginx"].started == 1795582282.0
+    assert pods["nginx"].started == 1795613971.0
     assert [c.name for c in pods["coredns"].containers] == ["dns", "coredns"]
 
 

@@ -112,16 +112,16 @@ def test_ip_output_that_is_not_iproute2_json_is_an_error(text):
 # -- snapshots -----------------------------------------------------------------------------------
 def test_snapshot_sections():
     snap = parse_snapshot(WORKER_0)
-    assert snap.now == 1795582582
+    assert snap.now == 1795613972
     assert snap.kernel == "6.18.44-fc-v595"
     assert snap.os_image == "Debian GNU/Linux 12 (bookworm)"
     assert snap.eth0 == (IPv4Interface("10.240.0.20/24"),)
     assert set(snap.netns) == {p.netns for p in GETCAP.node("worker-0").pods}
     nginx = snap.netns["cni-6fa8b714-8c3b-4c35-9611-71ee810782fa"]
-    assert (nginx.inode, nginx.addresses) == (4026532834, (IPv4Interface("10.200.0.2/24"),))
-    assert snap.processes["nginx-hwtd4sqb6m-fwccw"] == ProcessState(
-        "nginx-hwtd4sqb6m-fwccw", 31, 1795582282, "S", 4026532834
-    )
+    assert (nginx.inode, nginx.addresses) == (4026532914, (IPv4Interface("10.200.0.2/24"),))
+    assert nginx.listening == {("tcp", 80)}  # the node's podserver, listening inside the pod
+    assert snap.netns["cni-1b1df9bd-d396-42fc-850b-70bb0e062ec5"].listening == {("udp", 53), ("tcp", 53), ("tcp", 9153)}
+    assert snap.processes["worker-0.podserver"] == ProcessState("worker-0.podserver", 44, 1795613971, "S", 4026532182)
     dns = snap.processes["coredns-hbnkv77zpv-cxvr9.dns"]
     assert dns.running and dns.netns_inode is None  # alive, its netns unreadable
     assert snap.iptables is None
@@ -144,7 +144,7 @@ def test_snapshot_of_a_netns_whose_eth0_is_gone():
 def test_snapshot_keeps_iptables_save_verbatim():
     snap = parse_snapshot(CONTROLLER_0 + "@iptables\n" + IPTABLES_CURRENT)
     assert snap.iptables is not None and snap.iptables.strip() == IPTABLES_CURRENT.strip()
-    assert snap.processes["controller-0.server"].running
+    assert snap.processes["controller-0.podserver"].running
 
 
 def test_the_script_s_own_output_on_a_bookworm_host():
