@@ -2,11 +2,20 @@
 
 The result, `Spec`, is the raw data plus a position map so that any later stage can point the
 user at `lab.yaml:17:5`.
+
+No input may crash or exhaust the loader, so a lab file is a small, plain subset of YAML:
+UTF-8 text without NUL or control characters, at most 1 MiB; collections nested at most 64
+deep; aliases that expand to at most 10,000 values in all and never contain themselves;
+strings, 64-bit integers, floats, booleans, null, lists and mappings only (no other tags; YAML
+1.1 timestamps stay strings); keys are plain names. Every violation is a located Problem.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -19,6 +28,27 @@ from labbuilder.errors import LabError, Problem, SpecError
 from labbuilder.resources import labs_dir, schemas_dir
 
 Path_ = tuple[str | int, ...]
+
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 64
+MAX_ALIASED = 10_000  # values reachable through aliases, counted as if expanded
+MAX_NUMBER_CHARS = 100  # longer "numbers" are not numbers a lab needs, and int() on them is slow
+INT64 = 2**63  # Kubernetes API integers are int32/int64
+
+# libyaml's event parser (when PyYAML has it) is ~25 times faster than the pure Python one and
+# gives the same line/column marks; the positions and values are built from its events below.
+_Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# What YAML calls printable (YAML 1.1 §5.1); anything else would be a reader error without a mark.
+_NOT_PRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # "\ud800" escapes: not encodable, so not printable later
+
+_TAG = "tag:yaml.org,2002:"
+_STR, _INT, _FLOAT, _BOOL, _NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
+_SCALAR_TAGS = {_STR, _INT, _FLOAT, _BOOL, _NULL}
+_COLLECTION_TAGS = {yaml.SequenceStartEvent: _TAG + "seq", yaml.MappingStartEvent: _TAG + "map"}
+_RESOLVER = yaml.resolver.Resolver()
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
 
 
 @dataclass
@@ -37,85 +67,338 @@ class Spec:
         return Problem(message, self.file, line, col, hint, warning)
 
 
+class _Stop(Exception):
+    """The rest of the file cannot be read sensibly after this problem."""
+
+    def __init__(self, problem: Problem):
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+class _BadScalar(ValueError):
+    def __init__(self, message: str, hint: str):
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+
+@dataclass
+class _Open:
+    """A list or mapping whose items are still arriving."""
+
+    value: dict[str, Any] | list[Any]
+    path: Path_
+    anchor: str | None
+    size: int = 1  # values inside it, aliases counted as expanded
+    key: str | None = None  # a mapping's key waiting for its value
+
+
 class _Builder:
-    """Turns a composed YAML node tree into plain Python data, recording positions."""
+    """Turns YAML events into plain Python data, recording the position of every key and item."""
 
     def __init__(self, file: str):
         self.file = file
         self.positions: dict[Path_, tuple[int, int]] = {}
         self.problems: list[Problem] = []
-        self._scalars = yaml.SafeLoader("")
+        self.bad_paths: list[Path_] = []  # where a problem was found: schema errors there would repeat it
+        self.anchors: dict[str, tuple[Any, int]] = {}
+        self.aliased = 0
+        self.stack: list[_Open] = []
+        self.documents = 0
+        self.root: Any = None
 
-    def build(self, node: yaml.Node, path: Path_) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            result: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                # Keys are names, never YAML 1.1 booleans: `on:` stays "on", not True.
-                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else self.build(key_node, path)
-                here = (*path, key)
-                if key in result:
-                    mark = key_node.start_mark
-                    self.problems.append(
-                        Problem(
-                            f"duplicate key {key!r}",
-                            self.file,
-                            mark.line + 1,
-                            mark.column + 1,
-                            "each key may appear once per mapping",
-                        )
-                    )
-                self.positions[here] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-                result[key] = self.build(value_node, here)
-            return result
-        if isinstance(node, yaml.SequenceNode):
-            items = []
-            for index, item in enumerate(node.value):
-                here = (*path, index)
-                self.positions[here] = (item.start_mark.line + 1, item.start_mark.column + 1)
-                items.append(self.build(item, here))
-            return items
-        return self._scalars.construct_object(node, deep=True)
+    def at(self, mark: Any) -> tuple[int, int]:
+        return mark.line + 1, mark.column + 1
+
+    def fail(self, mark: Any, message: str, hint: str = "") -> Problem:
+        return Problem(message, self.file, *self.at(mark), hint)
+
+    def build(self, events: Iterable[yaml.Event]) -> Any:
+        for event in events:
+            self.event(event)
+        return self.root
+
+    def event(self, event: yaml.Event) -> None:
+        if isinstance(event, yaml.DocumentStartEvent):
+            self.documents += 1
+            if self.documents > 1:
+                raise _Stop(self.fail(event.start_mark, "a lab file holds one YAML document", "remove the `---`"))
+        elif isinstance(event, yaml.CollectionEndEvent):
+            done = self.stack.pop()
+            self.complete(done.value, done.size, done.anchor)
+        elif isinstance(event, yaml.NodeEvent):
+            top = self.stack[-1] if self.stack else None
+            if top is not None and isinstance(top.value, dict) and top.key is None:
+                self.key(top, event)
+            else:
+                self.node(event, self.path_of(top, event))
+
+    def path_of(self, top: _Open | None, event: yaml.NodeEvent) -> Path_:
+        if top is None:
+            self.positions[()] = self.at(event.start_mark)
+            return ()
+        if isinstance(top.value, dict):
+            assert top.key is not None
+            return (*top.path, top.key)
+        path = (*top.path, len(top.value))
+        self.positions[path] = self.at(event.start_mark)
+        return path
+
+    def key(self, top: _Open, event: yaml.NodeEvent) -> None:
+        if not isinstance(event, yaml.ScalarEvent):
+            what = "an alias" if isinstance(event, yaml.AliasEvent) else "a list or mapping"
+            raise _Stop(self.fail(event.start_mark, f"a key must be a plain name, not {what}", "write `name: value`"))
+        # Keys are names, never YAML 1.1 booleans or numbers: `on:` stays "on", not True.
+        key = event.value
+        if event.tag not in (None, "!", _STR):
+            self.report(
+                (*top.path, key), event.start_mark, f"{_where(top.path)}: a tag on a key", "keys are plain names"
+            )
+        elif _SURROGATE.search(key):
+            raise _Stop(self.fail(event.start_mark, "a key holds an invalid \\u escape (a lone surrogate)"))
+        assert isinstance(top.value, dict)
+        if key in top.value:
+            self.report(
+                (*top.path, key),
+                event.start_mark,
+                f"duplicate key {_shorten(key)}",
+                "each key may appear once per mapping",
+            )
+        if event.anchor is not None:
+            self.anchors[event.anchor] = (key, 1)
+        self.positions[(*top.path, key)] = self.at(event.start_mark)
+        top.key = key
+
+    def node(self, event: yaml.NodeEvent, path: Path_) -> None:
+        if isinstance(event, yaml.AliasEvent):
+            self.alias(event)
+        elif isinstance(event, yaml.ScalarEvent):
+            self.complete(self.scalar(event, path), 1, event.anchor)
+        else:
+            assert isinstance(event, yaml.CollectionStartEvent)
+            if len(self.stack) >= MAX_DEPTH:
+                raise _Stop(
+                    self.fail(event.start_mark, f"lists and mappings nested more than {MAX_DEPTH} deep", "flatten it")
+                )
+            tag = _COLLECTION_TAGS[type(event)]
+            if event.tag not in (None, "!", tag):
+                self.report(
+                    path, event.start_mark, f"{_where(path)}: tag {_short_tag(event.tag)} is not allowed", _TAGS_HINT
+                )
+            value: dict[str, Any] | list[Any] = {} if isinstance(event, yaml.MappingStartEvent) else []
+            self.stack.append(_Open(value, path, event.anchor))
+
+    def alias(self, event: yaml.AliasEvent) -> None:
+        name = event.anchor
+        if any(frame.anchor == name for frame in self.stack):
+            raise _Stop(self.fail(event.start_mark, f"alias *{name} is inside its own anchor &{name}", "it never ends"))
+        if name not in self.anchors:
+            raise _Stop(self.fail(event.start_mark, f"alias *{name} has no anchor &{name} before it"))
+        value, size = self.anchors[name]
+        self.aliased += size
+        if self.aliased > MAX_ALIASED:
+            raise _Stop(
+                self.fail(
+                    event.start_mark,
+                    f"aliases expand to more than {MAX_ALIASED:,} values",
+                    "a lab file needs few aliases; write the values out",
+                )
+            )
+        self.complete(value, size, None)  # shared, not copied: the data is only read
+
+    def complete(self, value: Any, size: int, anchor: str | None) -> None:
+        if anchor is not None:
+            self.anchors[anchor] = (value, size)
+        if not self.stack:
+            self.root = value
+            return
+        top = self.stack[-1]
+        top.size += size
+        if isinstance(top.value, dict):
+            assert top.key is not None
+            top.value[top.key] = value
+            top.key = None
+        else:
+            top.value.append(value)
+
+    def scalar(self, event: yaml.ScalarEvent, path: Path_) -> Any:
+        try:
+            return _scalar(event)
+        except _BadScalar as err:
+            self.report(path, event.start_mark, f"{_where(path)}: {err.message}", err.hint)
+            return None
+
+    def report(self, path: Path_, mark: Any, message: str, hint: str = "") -> None:
+        self.problems.append(self.fail(mark, message, hint))
+        self.bad_paths.append(path)
+
+
+_TAGS_HINT = "a lab file holds strings, numbers, booleans, lists and mappings; quote the value to keep it a string"
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag.removeprefix(_TAG) if tag.startswith(_TAG) else tag if tag.startswith("!") else f"!<{tag}>"
+
+
+def _scalar(event: yaml.ScalarEvent) -> Any:
+    """The value of a scalar under YAML 1.1's safe types, with explicit tags checked, not trusted."""
+    text: str = event.value
+    plain = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))
+    if event.tag in (None, "!"):
+        tag = plain if event.implicit[0] else _STR
+    elif event.tag in _SCALAR_TAGS:
+        tag = event.tag
+        if tag not in (_STR, plain) and not (tag == _FLOAT and plain == _INT):
+            raise _BadScalar(f"{_shorten(text)} is not a valid {_short_tag(tag)}", "remove the tag")
+    else:
+        raise _BadScalar(f"tag {_short_tag(event.tag)} is not allowed", _TAGS_HINT)
+    if tag == _NULL:
+        return None
+    if tag == _BOOL:
+        return _CONSTRUCTOR.bool_values[text.lower()]
+    if tag in (_INT, _FLOAT):
+        return _number(text, tag)
+    if _SURROGATE.search(text):
+        raise _BadScalar("invalid \\u escape: a lone surrogate is not a character", "remove the escape")
+    return text  # strings, and YAML 1.1 timestamps, merge keys and `=`, which a lab reads as text
+
+
+def _number(text: str, tag: str) -> int | float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _BadScalar(f"a number of {len(text):,} characters", "no value in a lab file needs that many digits")
+    node = yaml.ScalarNode(tag, text)
+    try:  # the YAML 1.1 patterns let `0b_` and `._` through, which int() and float() refuse
+        value: int | float = (_CONSTRUCTOR.construct_yaml_int if tag == _INT else _CONSTRUCTOR.construct_yaml_float)(
+            node
+        )
+    except ValueError:
+        raise _BadScalar(f"{text!r} is not a number", "write digits, such as 80") from None
+    if isinstance(value, int) and not -INT64 <= value < INT64:
+        raise _BadScalar(f"{text} is out of range", "integers in Kubernetes objects are 64-bit at most")
+    return value
+
+
+def _shorten(value: Any, limit: int = 60) -> str:
+    """repr() kept short: messages quote what the user wrote, which may be huge."""
+    return _clip(repr(value), limit)
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    """One line of at most `limit` characters."""
+    text = text.replace("\r", " ").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- text -----------------------------------------------------------------------------------------
 
 
 def resolve_path(name: str) -> Path:
     """A lab file path, or the name of a lab shipped with labbuilder (`kthw`)."""
     path = Path(name)
-    if path.exists():
-        return path
+    try:
+        if path.exists():
+            return path
+    except ValueError:  # a NUL in the name: no such file
+        pass
     shipped = labs_dir() / f"{name}.yaml"
-    if "/" not in name and shipped.exists():
+    if "/" not in name and "\0" not in name and shipped.exists():
         return shipped
-    raise LabError(f"{name}: no such lab file", hint="give a path to a .yaml lab file, or a shipped lab name")
+    raise LabError(f"{_clip(name)}: no such lab file", hint="give a path to a .yaml lab file, or a shipped lab name")
+
+
+def _text_problem(text: str, file: str) -> Problem | None:
+    """A located problem if `text` is not something YAML can read: too large, NUL or control characters."""
+    if len(text) > MAX_BYTES:
+        return Problem(f"the file is larger than {MAX_BYTES >> 20} MiB", file, 1, 1, "a lab file is a few kilobytes")
+    bad = _NOT_PRINTABLE.search(text) or _SURROGATE.search(text)
+    if bad is None:
+        return None
+    at = bad.start()
+    line, col = text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at)
+    char = bad.group()
+    if char == "\0":
+        return Problem("a NUL byte: this is not a text file", file, line, col, "a lab file is UTF-8 text")
+    return Problem(
+        f"control character U+{ord(char):04X} is not allowed",
+        file,
+        line,
+        col,
+        "remove it, or write it as an escape in a double-quoted string",
+    )
+
+
+def load_bytes(data: bytes, file: str, schema: dict[str, Any] | None = None) -> Spec:
+    """`load_text` for the raw bytes of a file: they must be UTF-8 text of at most 1 MiB."""
+    if len(data) > MAX_BYTES:
+        raise SpecError([Problem(f"the file is larger than {MAX_BYTES >> 20} MiB", file, 1, 1)])
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        bad = err.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
+        line_start = data.rfind(b"\n", 0, bad) + 1
+        line = data.count(b"\n", 0, bad) + 1
+        col = len(data[line_start:bad].decode("utf-8", "replace")) + 1
+        raise SpecError(
+            [Problem(f"not UTF-8 text: byte 0x{data[bad]:02x}", file, line, col, "save the file as UTF-8")]
+        ) from None
+    return load_text(text, file, schema)
 
 
 def load_text(text: str, file: str, schema: dict[str, Any] | None = None) -> Spec:
     """Parse and schema-check (the lab schema unless another is given); SpecError lists every problem."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        raise SpecError(
-            [Problem(f"YAML syntax: {err.problem}", file, line, col, "check indentation and quoting")]
-        ) from None
-    if root is None:
-        raise SpecError([Problem("the file is empty", file, 1, 1, "start with `name: mylab`")])
+    bad = _text_problem(text, file)
+    if bad is not None:
+        raise SpecError([bad])
     builder = _Builder(file)
-    data = builder.build(root, ())
-    spec = Spec(data if isinstance(data, dict) else {}, file, builder.positions)
-    problems = builder.problems + schema_problems(spec, data, schema or lab_schema())
+    try:
+        data = builder.build(yaml.parse(text, Loader=_Loader))
+    except _Stop as stop:
+        raise SpecError([*builder.problems, stop.problem]) from None
+    except yaml.YAMLError as err:
+        raise SpecError([*builder.problems, _syntax_problem(err, text, file)]) from None
+    if not isinstance(data, dict):
+        raise SpecError(builder.problems or [_not_a_mapping(data, file, builder.positions.get((), (1, 1)))])
+    spec = Spec(data, file, builder.positions)
+    located = schema_problems(spec, data, schema or lab_schema())
+    found = [p for path, p in located if not any(path[: len(bad)] == bad for bad in builder.bad_paths)]
+    problems = sorted(builder.problems + found, key=lambda p: (p.line, p.col))
     if problems:
         raise SpecError(problems)
     return spec
 
 
+def _not_a_mapping(data: Any, file: str, where: tuple[int, int]) -> Problem:
+    if data is None:
+        return Problem("the file is empty", file, 1, 1, "start with `name: mylab`")
+    kind = "a list" if isinstance(data, list) else f"the value {_shorten(data)}"
+    return Problem(f"the file holds {kind}, not a mapping of keys", file, *where, "start with `name: mylab`")
+
+
+def _syntax_problem(err: yaml.YAMLError, text: str, file: str) -> Problem:
+    if "maximum nesting depth" in str(err):  # libyaml's own limit, met while it scans ahead of the events
+        mark = err.problem_mark if isinstance(err, yaml.MarkedYAMLError) else None
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        return Problem(f"lists and mappings nested more than {MAX_DEPTH} deep", file, line, col, "flatten it")
+    if isinstance(err, yaml.MarkedYAMLError):
+        mark = err.problem_mark or err.context_mark
+        what = " ".join(part for part in (err.context, err.problem) if part)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    else:  # a reader error: the text checks above make it unlikely, but it carries an offset only
+        at = min(getattr(err, "position", 0) or 0, len(text))
+        what, line, col = str(getattr(err, "reason", err)), text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at)
+    return Problem(f"YAML syntax: {_clip(what)}", file, line, col, "check indentation and quoting")
+
+
 def load(name: str) -> Spec:
     path = resolve_path(name)
     try:
-        text = path.read_text()
+        with path.open("rb") as handle:
+            data = handle.read(MAX_BYTES + 1)
     except OSError as err:
         raise LabError(f"{path}: cannot read: {err.strerror}") from None
-    return load_text(text, str(path))
+    return load_bytes(data, str(path))
+
+
+# -- schema ---------------------------------------------------------------------------------------
 
 
 @cache
@@ -124,21 +407,111 @@ def lab_schema() -> dict[str, Any]:
     return schema
 
 
-def schema_problems(spec: Spec, data: Any, schema: dict[str, Any]) -> list[Problem]:
-    validator = jsonschema.Draft202012Validator(schema)
-    problems = []
-    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
-        path = tuple(error.absolute_path)
-        hint = error.schema.get("description", "") if isinstance(error.schema, dict) else ""
-        problems.append(spec.problem(path, _describe(error), hint))
-    return problems
+def _is_integer(checker: Any, instance: Any) -> bool:
+    """As the Kubernetes API server decodes them: 80 is an integer, 80.0 and true are not."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
-    where = ".".join(str(p) for p in error.absolute_path) or "lab"
-    if error.validator == "additionalProperties":
-        return f"{where}: {error.message.replace('Additional properties are not allowed', 'unknown key')}"
-    return f"{where}: {error.message}"
+@cache
+def _ecma(pattern: str) -> re.Pattern[str]:
+    """The pattern with JSON Schema's (ECMA 262) `$`: the end of the text, not also before a final newline."""
+    return re.compile(re.sub(r"(?<!\\)\$", r"\\Z", pattern))
+
+
+def matches(pattern: str, text: str) -> bool:
+    """Whether `text` matches a schema pattern, read as JSON Schema reads it."""
+    return _ecma(pattern).search(text) is not None
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Iterator[Any]:
+    if isinstance(instance, str) and not matches(pattern, instance):
+        yield jsonschema.ValidationError(f"{_shorten(instance)} does not match {pattern!r}")
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    validators={"pattern": _pattern},
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
+
+
+@cache
+def _lab_validator() -> Any:
+    return _Validator(lab_schema())
+
+
+def schema_problems(spec: Spec, data: Any, schema: dict[str, Any]) -> list[tuple[Path_, Problem]]:
+    """One problem per cause, each at the key it is about, with the path it concerns."""
+    validator = _lab_validator() if schema is lab_schema() else _Validator(schema)
+    by_path: dict[Path_, list[jsonschema.ValidationError]] = {}
+    for error in validator.iter_errors(data):
+        by_path.setdefault(tuple(error.absolute_path), []).append(error)
+    found: list[tuple[Path_, Problem]] = []
+    for path, errors in by_path.items():
+        found += _object_problems(spec, path, errors)
+        rest = [e for e in errors if e.validator not in ("additionalProperties", "required")]
+        if rest:  # one message per value: `replicas: 2.5` is not an integer, and that says it all
+            error = min(rest, key=lambda e: (e.validator != "type", _depth(e)))
+            found.append(_value_problem(spec, path, error))
+    return found
+
+
+def _depth(error: jsonschema.ValidationError) -> int:
+    return len(error.schema_path)
+
+
+def _where(path: Path_) -> str:
+    return ".".join(str(p) for p in path) or "lab"
+
+
+def _object_problems(spec: Spec, path: Path_, errors: list[jsonschema.ValidationError]) -> list[tuple[Path_, Problem]]:
+    """Unknown keys, each at its own line, and missing keys — except one a typo of an unknown key explains."""
+    unknown: list[str] = []
+    missing: list[str] = []
+    known: list[str] = []
+    for error in errors:
+        if not isinstance(error.instance, dict) or not isinstance(error.schema, dict):
+            continue
+        properties = error.schema.get("properties", {})
+        if error.validator == "additionalProperties":
+            known = list(properties)
+            unknown += [k for k in error.instance if k not in properties and k not in unknown]
+        elif error.validator == "required":
+            missing += [k for k in error.schema.get("required", []) if k not in error.instance and k not in missing]
+    found: list[tuple[Path_, Problem]] = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(known)
+        if close and close[0] in missing:
+            missing.remove(close[0])
+        found.append(((*path, key), spec.problem((*path, key), f"{_where(path)}: unknown key {_shorten(key)}", hint)))
+    for key in missing:
+        found.append((path, spec.problem(path, f"{_where(path)}: missing key {key!r}", _describe_key(errors, key))))
+    return found
+
+
+def _describe_key(errors: list[jsonschema.ValidationError], key: str) -> str:
+    for error in errors:
+        described = error.schema.get("properties", {}).get(key) if isinstance(error.schema, dict) else None
+        if isinstance(described, dict) and "description" in described:
+            return str(described["description"])
+    return ""
+
+
+def _value_problem(spec: Spec, path: Path_, error: jsonschema.ValidationError) -> tuple[Path_, Problem]:
+    hint = error.schema.get("description", "") if isinstance(error.schema, dict) else ""
+    message = error.message
+    if error.validator == "type" and error.validator_value == "integer" and isinstance(error.instance, float):
+        hint = "a whole number, as Kubernetes reads it: 80, not 80.0"
+    if error.validator in ("anyOf", "oneOf"):
+        message = "matches none of the accepted forms"
+    elif "propertyNames" in error.schema_path and isinstance(error.instance, str):
+        path = (*path, error.instance)  # the key itself is wrong: point at it
+        message = f"key {message}"
+    elif repr(error.instance) and message.startswith(repr(error.instance)):
+        message = _shorten(error.instance) + message[len(repr(error.instance)) :]
+    where = _where(path[:-1] if "propertyNames" in error.schema_path else path)
+    return path, spec.problem(path, f"{where}: {_clip(message)}", hint)
 
 
 def spec_text(spec: Spec) -> str:
