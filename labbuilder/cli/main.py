@@ -102,8 +102,7 @@ def up(lab_file: str, name: str | None, quiet: bool) -> None:
     from labbuilder.present.tables import addressing_tables
 
     result = lifecycle.up(lab_file, name, progress_printer(quiet))
-    for table in addressing_tables(result.lab):
-        console.print(table)
+    console.file.write("\n\n".join(addressing_tables(result.lab, pods_limit=50)) + "\n\n")
     verb = "is up" if result.created else "was already up and has converged"
     console.print(
         "lab ",

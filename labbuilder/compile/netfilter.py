@@ -10,8 +10,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from labbuilder.resources import template
-
 BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
     "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
     "filter": ("INPUT", "FORWARD", "OUTPUT"),
@@ -66,16 +64,50 @@ def merge(tables: Iterable[Table]) -> dict[str, Table]:
     return merged
 
 
+class Restore:
+    """An iptables-restore payload built from tables shared by many nodes plus each node's own.
+
+    A 1000-endpoint service makes thousands of kube-proxy rules, the same on every node: their
+    lines are formatted once here, and each node's payload only adds its own chains and rules.
+    `Restore(shared).render(own)` equals `render_restore([*shared, *own])`.
+    """
+
+    def __init__(self, shared: Iterable[Table]):
+        self.shared = merge(shared)
+        self._lines = {
+            name: {
+                chain: "".join(f"-A {chain} {rule}".rstrip() + "\n" for rule in rules)
+                for chain, rules in t.chains.items()
+            }
+            for name, t in self.shared.items()
+        }
+
+    def render(self, own: Iterable[Table] = ()) -> str:
+        """Whole tables, each block replacing its table (no --noflush)."""
+        mine = merge(own)
+        out = []
+        for name in [*self.shared, *(n for n in mine if n not in self.shared)]:
+            builtins = _builtins(name)
+            shared, extra = self.shared.get(name, Table(name)), mine.get(name, Table(name))
+            user = [c for c in [*shared.chains, *extra.chains] if c not in builtins]
+            order = [*builtins, *dict.fromkeys(user)]
+            out.append(f"*{name}\n")
+            out += [f":{chain} ACCEPT [0:0]\n" for chain in builtins]
+            out += [f":{chain} - [0:0]\n" for chain in dict.fromkeys(user)]
+            for chain in order:
+                out.append(self._lines.get(name, {}).get(chain, ""))
+                out.append(_rules(chain, extra.chains.get(chain, [])))
+            out.append("COMMIT\n")
+        return "".join(out)
+
+
+def _rules(chain: str, rules: list[str]) -> str:
+    return "".join(f"-A {chain} {rule}".rstrip() + "\n" for rule in rules)
+
+
 def render_restore(tables: Iterable[Table]) -> str:
     """A complete iptables-restore payload (flushes and replaces each table it names)."""
-    context = []
-    for table in merge(tables).values():
-        builtins = _builtins(table.name)
-        user = [chain for chain in table.chains if chain not in builtins]
-        order = [*builtins, *user]
-        rules = [f"-A {chain} {rule}".rstrip() for chain in order for rule in table.chains.get(chain, [])]
-        context.append({"name": table.name, "builtins": builtins, "user": user, "rules": rules})
-    return template("iptables-restore.j2").render(tables=context)
+    return Restore(tables).render()
 
 
 def parse_save(text: str) -> dict[str, Table]:

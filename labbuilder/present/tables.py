@@ -27,39 +27,57 @@ class ContainerRow(Protocol):
     def state(self) -> str: ...
 
 
-def addressing_tables(lab: Lab) -> list[Table]:
-    nodes = Table(title=f"lab {lab.name}: nodes", title_justify="left")
-    for column in ("NODE", "ROLE", "CONTAINER", "IP", "POD CIDR", "PODS"):
-        nodes.add_column(column)
-    nodes.add_row("router", "router", lab.router_name, str(lab.network.gateway), "-", "-")
-    for n in lab.nodes:
-        nodes.add_row(n.name, n.role, lab.container_name(n.name), str(n.ip), str(n.pod_cidr or "-"), str(len(n.pods)))
-    pods = Table(title="pods", title_justify="left")
-    for column in ("NAMESPACE", "NAME", "NODE", "IP", "NETNS", "VETH"):
-        pods.add_column(column)
-    for p in lab.pods:
-        pods.add_row(p.namespace, p.name, p.node, str(p.ip), p.netns, p.host_veth)
-    tables = [nodes, pods]
+def columns(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Plain aligned columns, two spaces apart, no trailing blanks: what kubectl's tabwriter
+    prints. Written by hand because it must stay instant for a thousand rows (rich's tables
+    take seconds there) and be pasteable."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in (headers, *rows)
+    ]
+    return "\n".join(lines)
+
+
+def _listing(items: Sequence[str], limit: int = 3) -> str:
+    """`a, b, c + 997 more` (kubectl's ENDPOINTS style), or <none>."""
+    if not items:
+        return "<none>"
+    shown = ", ".join(items[:limit])
+    return shown + (f" + {len(items) - limit} more" if len(items) > limit else "")
+
+
+def addressing_tables(lab: Lab, pods_limit: int | None = None) -> list[str]:
+    """The lab's addressing as text blocks: nodes, pods (all, or a pointer past `pods_limit`), services."""
+    nodes = [["router", "router", lab.router_name, str(lab.network.gateway), "-", "-"]]
+    nodes += [
+        [n.name, n.role, lab.container_name(n.name), str(n.ip), str(n.pod_cidr or "-"), str(len(n.pods))]
+        for n in lab.nodes
+    ]
+    blocks = [f"lab {lab.name}: nodes\n" + columns(["NODE", "ROLE", "CONTAINER", "IP", "POD CIDR", "PODS"], nodes)]
+    if pods_limit is not None and len(lab.pods) > pods_limit:
+        blocks.append(f"pods: {len(lab.pods)} (list them with `labbuilder get pods {lab.name} -o wide`)")
+    else:
+        pods = [[p.namespace, p.name, p.node, str(p.ip), p.netns, p.host_veth] for p in lab.pods]
+        blocks.append("pods\n" + columns(["NAMESPACE", "NAME", "NODE", "IP", "NETNS", "VETH"], pods))
     if lab.services:
-        services = Table(title="services", title_justify="left")
-        for column in ("NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "ENDPOINTS"):
-            services.add_column(column)
-        for s in lab.services:
-            ports = ",".join(f"{p.port}{':' + str(p.node_port) if p.node_port else ''}/{p.protocol}" for p in s.ports)
-            endpoints = sorted({f"{e.ip}:{e.port}" for eps in s.endpoints.values() for e in eps})
-            services.add_row(s.namespace, s.name, s.type, str(s.cluster_ip), ports, ", ".join(endpoints) or "<none>")
-        tables.append(services)
-    return tables
+        services = []
+        for svc in lab.services:
+            ports = ",".join(f"{p.port}{':' + str(p.node_port) if p.node_port else ''}/{p.protocol}" for p in svc.ports)
+            endpoints = sorted({f"{e.ip}:{e.port}" for eps in svc.endpoints.values() for e in eps})
+            services.append([svc.namespace, svc.name, svc.type, str(svc.cluster_ip), ports, _listing(endpoints)])
+        headers = ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "ENDPOINTS"]
+        blocks.append("services\n" + columns(headers, services))
+    return blocks
 
 
 def print_plan(console: Console, plan: Plan) -> None:
-    for table in addressing_tables(plan.lab):
-        console.print(table)
+    out = console.file
+    out.write("\n\n".join(addressing_tables(plan.lab)) + "\n")
     for key, ops in plan.steps.items():
         container = plan.lab.router_name if key == ROUTER else plan.lab.container_name(key)
         console.rule(f"{container} ({len(ops)} operations)")
-        for op in ops:
-            console.print(Text(op.describe()), soft_wrap=True)
+        out.write("".join(op.describe() + "\n" for op in ops))  # verbatim, and fast for big labs
 
 
 def status_table(labs: Mapping[str, Sequence[ContainerRow]]) -> Table:

@@ -26,7 +26,7 @@ def test_wheel_install_works_outside_the_checkout(tmp_path: Path):
     assert (run.returncode, run.stdout.strip()) == (0, "ok"), run.stderr
     plan = subprocess.run([str(cli), "plan", "kthw"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert plan.returncode == 0, plan.stderr
-    assert "-A KUBE-SERVICES -d 10.32.0.1/32 -p tcp" in plan.stdout  # rendered from the shipped template
+    assert "-A KUBE-SERVICES -d 10.32.0.1/32 -p tcp" in plan.stdout  # kube-proxy rules in the plan
     code = "import labbuilder, pathlib; print(pathlib.Path(labbuilder.__file__).parent)"
     where = subprocess.run(
         [str(python), "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60
@@ -35,7 +35,7 @@ def test_wheel_install_works_outside_the_checkout(tmp_path: Path):
     assert package.is_relative_to(env_dir)
     for shipped in (
         "schemas/lab.schema.json",
-        "templates/iptables-restore.j2",
+        "templates/graph.html.j2",
         "templates/node/podserver.py",
         "labs/kthw.yaml",
     ):

@@ -47,11 +47,12 @@ def _endpoint(ep: Endpoint) -> str:
     return endpoint_address(ep.ip, ep.port)
 
 
-def kube_proxy_tables(lab: Lab, node: Node) -> list[Table]:
+def kube_proxy_tables(lab: Lab, node: Node | None = None) -> list[Table]:
     """[nat, filter] as kube-proxy (iptables mode) programs them on `node`.
 
     With externalTrafficPolicy Cluster (all the model has) the tables are the same on every
-    node; `node` is taken so that per-node policies can be added without changing callers.
+    node, so the planner computes them once (node None) for the whole lab; `node` is taken so
+    that per-node policies can be added without changing callers.
     """
     del node
     style = lab.proxy_style
