@@ -9,18 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from labbuilder.spec import refs
+from labbuilder.spec import defaults, refs
 from labbuilder.spec.model import Check, Lab
 from labbuilder.spec.refs import RefError, Target
 
 
-def check_from_spec(item: dict[str, Any], index: int) -> Check:
+def check_from_spec(given: dict[str, Any], index: int) -> Check:
+    item = defaults.of("checks.*", given)
     name = item.get("name") or _default_name(item, index)
     return Check(
         str(name),
         item.get("from"),
         item.get("to"),
-        item.get("expect", "reach"),
+        item["expect"],
         item.get("protocol"),
         item.get("port"),
         item.get("nat"),

@@ -6,16 +6,19 @@ once; `build_model` raises SpecError when any is an error (warnings are kept on 
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 from typing import Any
 
 from labbuilder.errors import LabError, Problem, SpecError
-from labbuilder.spec import addressing
+from labbuilder.spec import addressing, defaults
 from labbuilder.spec.checks import check_from_spec, validate_check
-from labbuilder.spec.load import Path_, Spec
+from labbuilder.spec.load import Path_, Spec, lab_schema, matches
 from labbuilder.spec.model import (
+    ROUTER,
     Check,
     Cluster,
     Cni,
@@ -31,18 +34,7 @@ from labbuilder.spec.model import (
 )
 
 APISERVER_PORT = 6443
-DEFAULTS: dict[str, Any] = {
-    "network": {"cidr": "10.240.0.0/24"},
-    "cluster": {
-        "podCIDR": "10.200.0.0/16",
-        "nodeMaskSize": 24,
-        "serviceCIDR": "10.32.0.0/24",
-        "dnsIP": "10.32.0.10",
-        "domain": "cluster.local",
-        "dns": True,
-    },
-    "cni": {"mode": "bridge", "bridge": "cnio0", "ipMasq": True, "routes": "router", "mtu": 1500, "hairpinMode": True},
-}
+RESERVED_NODE_NAMES = {ROUTER: "the lab's router is named <lab>-router already"}
 
 
 @dataclass(frozen=True)
@@ -83,7 +75,7 @@ class _Resolver:
         self.problems.append(self.spec.problem(path, message, hint, warning=True))
 
     def section(self, name: str) -> dict[str, Any]:
-        return {**DEFAULTS.get(name, {}), **self.data.get(name, {})}
+        return defaults.of(name, self.data.get(name, {}))
 
     def network(self, path: Path_, text: str) -> IPv4Network | None:
         try:
@@ -107,38 +99,19 @@ class _Resolver:
 
     # -- sections --------------------------------------------------------------------------
     def resolve(self) -> Lab | None:
-        net_cfg, cluster_cfg, cni_cfg = self.section("network"), self.section("cluster"), self.section("cni")
-        node_net = self.network(("network", "cidr"), net_cfg["cidr"])
-        pod_net = self.network(("cluster", "podCIDR"), cluster_cfg["podCIDR"])
-        svc_net = self.network(("cluster", "serviceCIDR"), cluster_cfg["serviceCIDR"])
-        dns_ip = self.address(("cluster", "dnsIP"), cluster_cfg["dnsIP"])
-        if not (node_net and pod_net and svc_net and dns_ip):
+        self.check_name()
+        cni_cfg = self.section("cni")
+        network = self.node_network(self.section("network"))
+        cluster = self.cluster(self.section("cluster"))
+        if network is None or cluster is None:
             return None
         self.check_disjoint(
             {
-                ("network", "cidr"): node_net,
-                ("cluster", "podCIDR"): pod_net,
-                ("cluster", "serviceCIDR"): svc_net,
+                ("network", "cidr"): network.cidr,
+                ("cluster", "podCIDR"): cluster.pod_cidr,
+                ("cluster", "serviceCIDR"): cluster.service_cidr,
             }
         )
-        if dns_ip not in svc_net:
-            self.error(
-                ("cluster", "dnsIP"),
-                f"dnsIP {dns_ip} is outside serviceCIDR {svc_net}",
-                f"pick an address inside {svc_net}, such as {svc_net.network_address + 10}",
-            )
-        mask = cluster_cfg["nodeMaskSize"]
-        if mask < pod_net.prefixlen:
-            self.error(
-                ("cluster", "nodeMaskSize"),
-                f"nodeMaskSize /{mask} is larger than podCIDR {pod_net}",
-                f"use a prefix of at least {pod_net.prefixlen}",
-            )
-            return None
-        network = self.node_network(node_net, net_cfg, cni_cfg)
-        if network is None:
-            return None
-        cluster = Cluster(pod_net, mask, svc_net, dns_ip, cluster_cfg["domain"], cluster_cfg["dns"])
         cni = Cni(
             mode=cni_cfg["mode"],
             bridge=cni_cfg["bridge"],
@@ -152,9 +125,63 @@ class _Resolver:
             return None
         nodes = self.place_pods(nodes, cluster)
         services = self.services(cluster, nodes)
-        style = self.data.get("kubeProxy", {}).get("style", "current")
+        style = self.section("kubeProxy")["style"]
         lab = Lab(self.data["name"], network, cluster, cni, tuple(nodes), services, (), style)
         return replace(lab, checks=self.checks(lab, self.data.get("checks", []), ("checks",)))
+
+    def check_name(self) -> None:
+        """The file's name passed the schema; one given on the command line (`up --name`) has not."""
+        rule = lab_schema()["properties"]["name"]
+        name = self.data["name"]
+        if not isinstance(name, str) or not matches(rule["pattern"], name):
+            self.error(("name",), f"lab name {name!r} is not valid", rule["description"])
+
+    def cluster(self, cfg: dict[str, Any]) -> Cluster | None:
+        pod_net = self.network(("cluster", "podCIDR"), cfg["podCIDR"])
+        svc_net = self.network(("cluster", "serviceCIDR"), cfg["serviceCIDR"])
+        mask = cfg["nodeMaskSize"]
+        if pod_net is not None and mask < pod_net.prefixlen:
+            self.error(
+                ("cluster", "nodeMaskSize"),
+                f"nodeMaskSize /{mask} is larger than podCIDR {pod_net}",
+                f"use a prefix of at least {pod_net.prefixlen}",
+            )
+            return None
+        dns_ip = self.dns_ip(cfg, svc_net) if svc_net is not None else None
+        if pod_net is None or svc_net is None or dns_ip is None:
+            return None
+        return Cluster(pod_net, mask, svc_net, dns_ip, cfg["domain"], cfg["dns"])
+
+    def dns_ip(self, cfg: dict[str, Any], svc: IPv4Network) -> IPv4Address | None:
+        """kubeadm's: default/kubernetes takes the first address of serviceCIDR, the DNS the tenth or dnsIP."""
+        if "dnsIP" not in cfg:
+            if svc.num_addresses <= defaults.DNS_INDEX + 1:  # the tenth must be a host, not the broadcast
+                self.error(
+                    ("cluster", "serviceCIDR"),
+                    f"serviceCIDR {svc} has no tenth address for the cluster DNS",
+                    "use a /28 or larger, or set cluster.dnsIP",
+                )
+                return None
+            return defaults.dns_ip(svc)
+        if svc.prefixlen > 30:
+            self.error(
+                ("cluster", "serviceCIDR"),
+                f"serviceCIDR {svc} has no room for the kubernetes and DNS services",
+                "use a /30 or larger",
+            )
+            return None
+        path = ("cluster", "dnsIP")
+        ip = self.address(path, cfg["dnsIP"])
+        if ip is None:
+            return None
+        example = defaults.dns_ip(svc) if svc.num_addresses > defaults.DNS_INDEX + 1 else svc.network_address + 2
+        if ip not in svc or ip in (svc.network_address, svc.broadcast_address):
+            self.error(path, f"dnsIP {ip} is not a host address of serviceCIDR {svc}", f"such as {example}")
+        elif ip == defaults.kubernetes_ip(svc):
+            self.error(path, f"dnsIP {ip} is the address of the kubernetes service", f"such as {example}")
+        else:
+            return ip
+        return None
 
     def checks(self, lab: Lab, items: list[dict[str, Any]], path: Path_) -> tuple[Check, ...]:
         """Checks whose names (pods, nodes, services) all exist in the lab."""
@@ -180,11 +207,14 @@ class _Resolver:
                         "node, pod and service ranges must be disjoint",
                     )
 
-    def node_network(self, cidr: IPv4Network, cfg: dict[str, Any], cni_cfg: dict[str, Any]) -> NodeNetwork | None:
+    def node_network(self, cfg: dict[str, Any]) -> NodeNetwork | None:
+        cidr = self.network(("network", "cidr"), cfg["cidr"])
+        if cidr is None:
+            return None
         if cidr.num_addresses < 4:
             self.error(("network", "cidr"), f"{cidr} is too small for a router and nodes", "use a /29 or larger")
             return None
-        gateway = next(cidr.hosts())
+        gateway = defaults.gateway(cidr)
         if "gateway" in cfg:
             given = self.address(("network", "gateway"), cfg["gateway"])
             if given is None:
@@ -196,29 +226,42 @@ class _Resolver:
         return NodeNetwork(cidr, gateway)
 
     def nodes(self, network: NodeNetwork, cluster: Cluster) -> list[Node] | None:
-        specs: list[dict[str, Any]] = self.data["nodes"]
-        names = Counter(n["name"] for n in specs)
-        for i, n in enumerate(specs):
-            if names[n["name"]] > 1:
-                self.error(
-                    ("nodes", i, "name"),
-                    f"node name {n['name']!r} is used {names[n['name']]} times",
-                    "node names must be unique",
-                )
+        specs = [defaults.of("nodes.*", n) for n in self.data["nodes"]]
+        named = self.node_names(specs)
         ips = self.node_ips(network, specs)
         cidrs = self.node_pod_cidrs(cluster, specs)
-        if ips is None or cidrs is None:
+        if not named or ips is None or cidrs is None:
             return None
         return [
             Node(
                 n["name"],
-                n.get("role", "worker"),
+                n["role"],
                 ip,
                 cidr,
-                listen_ports=(APISERVER_PORT,) if n.get("role") == "controller" else (),
+                listen_ports=(APISERVER_PORT,) if n["role"] == "controller" else (),
             )
             for n, ip, cidr in zip(specs, ips, cidrs, strict=True)
         ]
+
+    def node_names(self, specs: list[dict[str, Any]]) -> bool:
+        """Names are container names (<lab>-<name>) and references: unique, and never the router's."""
+        first: dict[str, int] = {}
+        counts = Counter(n["name"] for n in specs)
+        ok = True
+        for i, n in enumerate(specs):
+            name = n["name"]
+            if name in RESERVED_NODE_NAMES:
+                self.error(("nodes", i, "name"), f"node name {name!r} is reserved", RESERVED_NODE_NAMES[name])
+                ok = False
+            elif name in first:
+                self.error(
+                    ("nodes", i, "name"),
+                    f"node name {name!r} is used {counts[name]} times",
+                    "node names must be unique",
+                )
+                ok = False
+            first.setdefault(name, i)
+        return ok
 
     def node_ips(self, network: NodeNetwork, specs: list[dict[str, Any]]) -> list[IPv4Address] | None:
         given: dict[int, IPv4Address] = {}
@@ -253,34 +296,44 @@ class _Resolver:
 
     def node_pod_cidrs(self, cluster: Cluster, specs: list[dict[str, Any]]) -> list[IPv4Network | None] | None:
         result: list[IPv4Network | None] = [None] * len(specs)
+        given: list[tuple[int, IPv4Network]] = []
+        ok = True
         for i, n in enumerate(specs):
             if "podCIDR" not in n:
                 continue
             path = ("nodes", i, "podCIDR")
             cidr = self.network(path, n["podCIDR"])
             if cidr is None:
-                continue
-            if not cidr.subnet_of(cluster.pod_cidr):
+                ok = False
+            elif not cidr.subnet_of(cluster.pod_cidr):
                 self.error(
                     path,
                     f"podCIDR {cidr} is outside the cluster podCIDR {cluster.pod_cidr}",
                     "a node's podCIDR must be carved from cluster.podCIDR",
                 )
-            for j, other in enumerate(result):
-                if other is not None and other.overlaps(cidr):
-                    self.error(
-                        path,
-                        f"podCIDR {cidr} overlaps {other} of {specs[j]['name']}",
-                        "each node needs its own podCIDR",
-                    )
-            if cidr.num_addresses < 4:
+                ok = False
+            elif cidr.num_addresses < 4:
                 self.error(path, f"podCIDR {cidr} has no room for pods", "use a /30 or larger, usually a /24")
-            result[i] = cidr
+                ok = False
+            else:
+                given.append((i, cidr))
+                result[i] = cidr
+        for later, earlier in addressing.overlapping([cidr for _, cidr in given]):
+            (i, cidr), (j, other) = given[later], given[earlier]
+            self.error(
+                ("nodes", i, "podCIDR"),
+                f"podCIDR {cidr} overlaps {other} of {specs[j]['name']}",
+                "each node needs its own podCIDR",
+            )
+            ok = False
+        if not ok:
+            return None
         # Workers without a podCIDR get the next free one, like --allocate-node-cidrs.
-        wanting = [i for i, n in enumerate(specs) if "podCIDR" not in n and n.get("role", "worker") == "worker"]
-        taken = [c for c in result if c is not None]
+        wanting = [i for i, n in enumerate(specs) if "podCIDR" not in n and n["role"] == "worker"]
         try:
-            free = addressing.allocate_subnets(cluster.pod_cidr, cluster.node_mask_size, taken, len(wanting))
+            free = addressing.allocate_subnets(
+                cluster.pod_cidr, cluster.node_mask_size, [c for _, c in given], len(wanting)
+            )
         except addressing.Exhausted as err:
             self.error(
                 ("cluster", "podCIDR"),
@@ -297,12 +350,18 @@ class _Resolver:
         by_name = {n.name: n for n in nodes}
         pod_nodes = [n.name for n in nodes if n.runs_pods]
         placed: dict[str, list[_Placement]] = {n.name: [] for n in nodes}
-        for w_index, w in enumerate(self.data.get("workloads", [])):
+        seen: set[tuple[str, str]] = set()
+        for w_index, given in enumerate(self.data.get("workloads", [])):
             path: Path_ = ("workloads", w_index)
+            w = defaults.of("workloads.*", given)
+            if (w["namespace"], w["name"]) in seen:
+                self.error((*path, "name"), f"workload {w['namespace']}/{w['name']} is defined twice", "rename one")
+                continue
+            seen.add((w["namespace"], w["name"]))
             targets = w.get("nodes", pod_nodes)
             if not self.targets_ok(path, targets, by_name):
                 return nodes
-            replicas = w.get("replicas", 1)
+            replicas = w["replicas"]
             if replicas and not targets:
                 self.error(
                     path,
@@ -310,21 +369,26 @@ class _Resolver:
                     "add a worker node or give a node a podCIDR",
                 )
                 return nodes
-            ports = tuple(PodPort(p["port"], p.get("protocol", "TCP")) for p in w.get("ports", []))
+            ports = tuple(
+                PodPort(p["port"], p["protocol"])
+                for p in (defaults.of("workloads.*.ports.*", p) for p in w.get("ports", []))
+            )
             if "port" in w:
-                ports = (PodPort(w["port"]), *ports)
-            template = _Placement(w["name"], w.get("namespace", "default"), w.get("labels", {"app": w["name"]}), ports)
+                ports = (PodPort(w["port"], defaults.DEFAULTS["workloads.*.ports.*"]["protocol"]), *ports)
+            labels = w.get("labels", defaults.labels(w["name"]))
+            template = _Placement(w["name"], w["namespace"], labels, ports)
             for index in range(replicas):
                 placed[targets[index % len(targets)]].append(replace(template, index=index))
         if cluster.dns and pod_nodes:
             # The cluster DNS pod goes last on the first pod node, so user pods keep their addresses.
             placed[pod_nodes[0]].append(DNS_POD)
-        return [self.with_pods(node, placed[node.name]) for node in nodes]
+        rows = {n["name"]: i for i, n in enumerate(self.data["nodes"])}
+        return [self.with_pods(node, rows[node.name], placed[node.name]) for node in nodes]
 
     def targets_ok(self, path: Path_, targets: list[str], by_name: dict[str, Node]) -> bool:
         for t_index, target in enumerate(targets):
             if target not in by_name:
-                self.error((*path, "nodes", t_index), f"no node named {target!r}", f"nodes are: {', '.join(by_name)}")
+                self.error((*path, "nodes", t_index), f"no node named {target!r}", f"nodes are: {_few(by_name)}")
                 return False
             if not by_name[target].runs_pods:
                 self.error(
@@ -335,11 +399,10 @@ class _Resolver:
                 return False
         return True
 
-    def with_pods(self, node: Node, pods: list[_Placement]) -> Node:
+    def with_pods(self, node: Node, index: int, pods: list[_Placement]) -> Node:
         if not pods:
             return node
         assert node.pod_cidr is not None
-        index = next(i for i, n in enumerate(self.data["nodes"]) if n["name"] == node.name)
         try:
             ips = addressing.pod_ips(node.pod_cidr, len(pods))
         except addressing.Exhausted as err:
@@ -379,12 +442,18 @@ class _Resolver:
             ip = self.address((*path, "clusterIP"), s["clusterIP"])
             if ip is None:
                 continue
-            ref = f"{s.get('namespace', 'default')}/{s['name']}"
+            ref = f"{s['namespace']}/{s['name']}"
             if ip not in cluster.service_cidr:
                 self.error(
                     (*path, "clusterIP"),
                     f"clusterIP {ip} is outside serviceCIDR {cluster.service_cidr}",
                     "pick an address inside the service range, or leave clusterIP out",
+                )
+            elif ip in (cluster.service_cidr.network_address, cluster.service_cidr.broadcast_address):
+                self.error(
+                    (*path, "clusterIP"),
+                    f"clusterIP {ip} is not a host address of serviceCIDR {cluster.service_cidr}",
+                    "the first and last addresses of a range are not for hosts",
                 )
             elif ip in taken:
                 self.error(
@@ -398,7 +467,7 @@ class _Resolver:
         controllers = [n for n in sorted(nodes, key=lambda n: n.ip) if n.role == "controller"]
         result = []
         for i, (path, s) in enumerate(entries):
-            ref = f"{s.get('namespace', 'default')}/{s['name']}"
+            ref = f"{s['namespace']}/{s['name']}"
             if i not in given:
                 ip = next(free, None)
                 if ip is None:
@@ -440,7 +509,7 @@ class _Resolver:
                 {
                     "name": "kubernetes",
                     "namespace": "default",
-                    "clusterIP": str(next(cluster.service_cidr.hosts())),
+                    "clusterIP": str(defaults.kubernetes_ip(cluster.service_cidr)),
                     "ports": [{"name": "https", "port": 443, "targetPort": APISERVER_PORT}],
                 },
             )
@@ -462,12 +531,18 @@ class _Resolver:
                     },
                 )
             )
-        by_ref = {f"{b['namespace']}/{b['name']}": n for n, (_, b) in enumerate(builtins)}
-        entries = list(builtins)
-        for i, s in enumerate(self.data.get("services", [])):
-            ref = f"{s.get('namespace', 'default')}/{s['name']}"
+        entries = [(path, defaults.of("services.*", b)) for path, b in builtins]
+        by_ref = {f"{b['namespace']}/{b['name']}": n for n, (_, b) in enumerate(entries)}
+        from_file: set[str] = set()
+        for i, given in enumerate(self.data.get("services", [])):
+            s = defaults.of("services.*", given)
+            ref = f"{s['namespace']}/{s['name']}"
+            if ref in from_file:
+                self.error(("services", i, "name"), f"service {ref} is defined twice", "rename one")
+                continue
+            from_file.add(ref)
             if ref in by_ref:
-                base = builtins[by_ref[ref]][1]
+                base = entries[by_ref[ref]][1]
                 if "clusterIP" in s and s["clusterIP"] != base["clusterIP"]:
                     self.error(
                         ("services", i, "clusterIP"),
@@ -481,24 +556,18 @@ class _Resolver:
 
     def service(self, path: Path_, s: dict[str, Any], ip: IPv4Address, pods: list[Pod]) -> Service:
         selector: dict[str, str] = s.get("selector", {})
+        given = [defaults.of("services.*.ports.*", p) for p in s["ports"]]
         ports = tuple(
-            ServicePort(
-                p["port"],
-                p.get("targetPort", p["port"]),
-                p.get("protocol", "TCP"),
-                p.get("name", ""),
-                p.get("nodePort"),
-            )
-            for p in s["ports"]
+            ServicePort(p["port"], p.get("targetPort", p["port"]), p["protocol"], p.get("name", ""), p.get("nodePort"))
+            for p in given
         )
-        stype = s.get("type", "ClusterIP")
-        for j, p in enumerate(s["ports"]):
+        stype = s["type"]
+        for j, p in enumerate(given):
             if "nodePort" in p and stype != "NodePort":
                 self.error(
                     (*path, "ports", j, "nodePort"), f"nodePort given on a {stype} service", "set type: NodePort"
                 )
-        if len(ports) > 1 and any(not p.name for p in ports):
-            self.error((*path, "ports"), "a service with several ports must name each port", "add name: to every port")
+        self.check_ports(path, ports)
         matching = [p for p in pods if selector and all(p.labels.get(k) == v for k, v in selector.items())]
         if selector and not matching:
             self.warn(
@@ -514,15 +583,36 @@ class _Resolver:
         }
         return Service(
             s["name"],
-            s.get("namespace", "default"),
+            s["namespace"],
             stype,
             ip,
             ports,
             selector,
             endpoints,
-            s.get("sessionAffinity") == "ClientIP",
-            s.get("sessionAffinityTimeout", 10800),
+            s["sessionAffinity"] == "ClientIP",
+            s["sessionAffinityTimeout"],
         )
+
+    def check_ports(self, path: Path_, ports: tuple[ServicePort, ...]) -> None:
+        """As the API server: several ports are each named, names and port/protocol pairs are unique."""
+        if len(ports) > 1 and any(not p.name for p in ports):
+            self.error((*path, "ports"), "a service with several ports must name each port", "add name: to every port")
+            return
+        names: set[str] = set()
+        pairs: set[tuple[int, str]] = set()
+        for j, p in enumerate(ports):
+            if p.name in names:
+                self.error((*path, "ports", j, "name"), f"port name {p.name!r} is used twice", "port names are unique")
+            elif (p.port, p.protocol) in pairs:
+                self.error((*path, "ports", j, "port"), f"port {p.port}/{p.protocol} is listed twice")
+            names.add(p.name)
+            pairs.add((p.port, p.protocol))
+
+
+def _few(names: Iterable[str], limit: int = 10) -> str:
+    """A list for a hint, kept short when a lab has thousands of nodes."""
+    shown = list(itertools.islice(names, limit + 1))
+    return ", ".join(shown[:limit]) + (", …" if len(shown) > limit else "")
 
 
 def build_model(spec: Spec) -> Resolved:
