@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from ipaddress import IPv4Address, IPv4Network
 
 
@@ -33,16 +33,57 @@ def allocate_hosts(network: IPv4Network, taken: Iterable[IPv4Address], count: in
 
 
 def allocate_subnets(parent: IPv4Network, prefix: int, taken: Iterable[IPv4Network], count: int) -> list[IPv4Network]:
-    used = list(taken)
+    """The first `count` /prefix subnets of `parent` that overlap nothing taken, in address order.
+
+    One pass over the taken ranges sorted by start: a candidate that hits one jumps past it, so
+    thousands of nodes cost O(n log n), not a comparison of every candidate with every range.
+    """
+    size = 1 << (32 - prefix)
+    spans = sorted((int(t.network_address), int(t.broadcast_address)) for t in taken)
+    start, end = int(parent.network_address), int(parent.broadcast_address)
     result: list[IPv4Network] = []
-    for subnet in parent.subnets(new_prefix=prefix):
-        if len(result) == count:
-            break
-        if not any(subnet.overlaps(other) for other in used):
-            result.append(subnet)
+    candidate, i = start, 0
+    while len(result) < count and candidate + size - 1 <= end:
+        while i < len(spans) and spans[i][1] < candidate:
+            i += 1
+        if i < len(spans) and spans[i][0] <= candidate + size - 1:
+            past = spans[i][1] + 1  # the first aligned candidate after the taken range
+            candidate = start + -(-(past - start) // size) * size
+            continue
+        result.append(IPv4Network((candidate, prefix)))
+        candidate += size
     if len(result) < count:
         raise Exhausted(f"{parent} has room for {len(result)} more /{prefix} subnet(s), {count} needed")
     return result
+
+
+def overlapping(ranges: Sequence[IPv4Network]) -> list[tuple[int, int]]:
+    """(i, j) for each range i that overlaps an earlier one, j the first such: O(n log n).
+
+    Network ranges nest or are disjoint, so in address order the ranges still open form one
+    chain of containers: a range overlaps exactly its containers and what it contains.
+    """
+    first = list(range(len(ranges)))  # per range, the earliest index of a range it overlaps
+    subtree = list(range(len(ranges)))  # per range, the earliest index among it and what it contains
+    chain: list[int] = []  # the open containers, outermost first
+    chain_first: list[int] = []  # per chain level, the earliest index at or above it
+
+    def close() -> None:
+        done = chain.pop()
+        chain_first.pop()
+        if chain:
+            subtree[chain[-1]] = min(subtree[chain[-1]], subtree[done])
+
+    for k in sorted(range(len(ranges)), key=lambda k: (ranges[k].network_address, ranges[k].prefixlen, k)):
+        while chain and ranges[chain[-1]].broadcast_address < ranges[k].network_address:
+            close()
+        if chain:
+            first[k] = chain_first[-1]
+        chain.append(k)
+        chain_first.append(min(k, chain_first[-1]) if chain_first else k)
+    while chain:
+        close()
+    return [(k, min(first[k], subtree[k])) for k in range(len(ranges)) if min(first[k], subtree[k]) < k]
 
 
 def pod_ips(pod_cidr: IPv4Network, count: int) -> list[IPv4Address]:

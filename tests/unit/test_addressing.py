@@ -80,3 +80,39 @@ def test_names_look_like_the_real_ones():
     assert netns.startswith("cni-") and len(netns) == 40 and netns[4 + 14] == "4"  # uuid v4
     assert len(addressing.container_id("kthw", "default/nginx-x")) == 64
     assert addressing.netns_name("kthw", "default/nginx-x") != addressing.netns_name("kthw2", "default/nginx-x")
+
+
+def _first_fit(parent: IPv4Network, prefix: int, taken: list[IPv4Network], count: int) -> list[IPv4Network]:
+    """The allocation by definition: every candidate against every taken range."""
+    free = (s for s in parent.subnets(new_prefix=prefix) if not any(s.overlaps(t) for t in taken))
+    return list(itertools.islice(free, count))
+
+
+small_networks = st.builds(
+    lambda addr, prefix: IPv4Network((addr, prefix), strict=False),
+    st.integers(0, 2**32 - 1).map(lambda a: a & ~0xFFF),  # all in one /20, so they overlap often
+    st.integers(20, 30),
+)
+
+
+@given(st.integers(20, 26), st.integers(22, 30), st.lists(small_networks, max_size=8), st.integers(0, 20))
+def test_sorted_allocation_equals_first_fit(parent_prefix, prefix, taken, count):
+    parent = IPv4Network(("10.0.0.0", parent_prefix))
+    prefix = max(prefix, parent_prefix)
+    taken = [IPv4Network((int(t.network_address) & 0xFFF | 0x0A000000, t.prefixlen), strict=False) for t in taken]
+    expected = _first_fit(parent, prefix, taken, count)
+    if len(expected) < count:
+        with pytest.raises(addressing.Exhausted, match=f"room for {len(expected)} more"):
+            addressing.allocate_subnets(parent, prefix, taken, count)
+    else:
+        assert addressing.allocate_subnets(parent, prefix, taken, count) == expected
+
+
+@given(st.lists(small_networks, max_size=12))
+def test_overlapping_names_each_range_that_overlaps_an_earlier_one_with_the_first(ranges):
+    expected = {}
+    for i, a in enumerate(ranges):
+        earlier = [j for j, b in enumerate(ranges[:i]) if a.overlaps(b)]
+        if earlier:
+            expected[i] = earlier[0]
+    assert dict(addressing.overlapping(ranges)) == expected

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
 from labbuilder.errors import SpecError
-from labbuilder.spec.load import load, load_text
+from labbuilder.spec import defaults
+from labbuilder.spec.load import lab_schema, load, load_text
+from labbuilder.spec.model import Check, Cluster, Cni, PodPort, Service, ServicePort
 from labbuilder.spec.resolve import build_model
 
 
@@ -182,3 +186,153 @@ def test_a_file_entry_adjusts_the_kubernetes_service():
     assert errors == [
         "lab.yaml:3:31: default/kubernetes always has clusterIP 10.32.0.1 (leave clusterIP out for this service)"
     ]
+
+
+# -- defaults: one place, derived like kubeadm -----------------------------------------------------
+
+
+def test_dns_and_kubernetes_addresses_follow_the_service_range():
+    lab = resolve("name: t\ncluster: {serviceCIDR: 100.64.0.0/20}\nnodes: [{name: a}]\n").lab
+    assert str(lab.cluster.dns_ip) == "100.64.0.10"
+    services = {s.ref: str(s.cluster_ip) for s in lab.services}
+    assert services == {"default/kubernetes": "100.64.0.1", "kube-system/kube-dns": "100.64.0.10"}
+
+
+def _schema_defaults(schema: dict, node: dict, where: str, found: dict) -> None:
+    """Every `default` in the schema, keyed like defaults.DEFAULTS ("services.*.ports.*")."""
+    if "$ref" in node:
+        node = {**schema["$defs"][node["$ref"].rsplit("/", 1)[1]], **node}
+    for key, sub in node.get("properties", {}).items():
+        target = schema["$defs"][sub["$ref"].rsplit("/", 1)[1]] if "$ref" in sub else sub
+        if "default" in sub or "default" in target:
+            found.setdefault(where, {})[key] = sub.get("default", target.get("default"))
+        inner = f"{where}.{key}" if where else key
+        if target.get("type") == "array":
+            _schema_defaults(schema, target["items"], f"{inner}.*", found)
+        elif target.get("type") == "object":
+            _schema_defaults(schema, target, inner, found)
+
+
+def test_the_schema_defaults_are_the_resolver_defaults():
+    schema = lab_schema()
+    found: dict[str, dict] = {}
+    _schema_defaults(schema, schema, "", found)
+    assert found == {where: dict(values) for where, values in defaults.DEFAULTS.items()}
+
+
+def test_the_model_dataclass_defaults_agree():
+    """model.py keeps dataclass defaults for code that builds models by hand; they must not drift."""
+    cni, cluster = defaults.DEFAULTS["cni"], defaults.DEFAULTS["cluster"]
+    model_cni = Cni()
+    assert (
+        model_cni.mode,
+        model_cni.bridge,
+        model_cni.ip_masq,
+        model_cni.routes,
+        model_cni.mtu,
+        model_cni.hairpin,
+    ) == (
+        cni["mode"],
+        cni["bridge"],
+        cni["ipMasq"],
+        cni["routes"],
+        cni["mtu"],
+        cni["hairpinMode"],
+    )
+    fields = {f.name: f.default for f in dataclasses.fields(Cluster)}
+    assert (fields["domain"], fields["dns"]) == (cluster["domain"], cluster["dns"])
+    service = {f.name: f.default for f in dataclasses.fields(Service)}
+    assert service["affinity_timeout"] == defaults.DEFAULTS["services.*"]["sessionAffinityTimeout"]
+    assert PodPort(80).protocol == ServicePort(80, 80).protocol == defaults.DEFAULTS["services.*.ports.*"]["protocol"]
+    assert Check("c").expect == defaults.DEFAULTS["checks.*"]["expect"]
+
+
+# -- resolver corners: one located message each, never a crash ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cluster", "expected"),
+    [
+        (
+            "{serviceCIDR: 10.32.0.0/29}",
+            "lab.yaml:2:11: serviceCIDR 10.32.0.0/29 has no tenth address for the cluster DNS "
+            "(use a /28 or larger, or set cluster.dnsIP)",
+        ),
+        (
+            "{serviceCIDR: 255.255.255.255/32}",
+            "lab.yaml:2:11: serviceCIDR 255.255.255.255/32 has no tenth address for the cluster DNS "
+            "(use a /28 or larger, or set cluster.dnsIP)",
+        ),
+        (
+            "{serviceCIDR: 10.32.0.0/32, dnsIP: 10.32.0.0}",
+            "lab.yaml:2:11: serviceCIDR 10.32.0.0/32 has no room for the kubernetes and DNS services "
+            "(use a /30 or larger)",
+        ),
+        (
+            "{serviceCIDR: 100.64.0.0/20, dnsIP: 10.32.0.10}",
+            "lab.yaml:2:39: dnsIP 10.32.0.10 is not a host address of serviceCIDR 100.64.0.0/20 (such as 100.64.0.10)",
+        ),
+        (
+            "{serviceCIDR: 10.32.0.0/30, dnsIP: 10.32.0.1}",
+            "lab.yaml:2:38: dnsIP 10.32.0.1 is the address of the kubernetes service (such as 10.32.0.2)",
+        ),
+        ("{serviceCIDR: 10.32.0.0/30, dnsIP: 10.32.0.3}", "lab.yaml:2:38: dnsIP 10.32.0.3 is not a host address"),
+    ],
+)
+def test_service_range_corners(cluster, expected):
+    [error] = errors_of(f"name: t\ncluster: {cluster}\nnodes: [{{name: a}}]\n")
+    assert error.startswith(expected)
+
+
+def test_a_small_service_range_with_a_dns_address_works():
+    lab = resolve("name: t\ncluster: {serviceCIDR: 10.32.0.0/30, dnsIP: 10.32.0.2}\nnodes: [{name: a}]\n").lab
+    assert [str(s.cluster_ip) for s in lab.services] == ["10.32.0.1", "10.32.0.2"]
+
+
+def test_a_node_cannot_be_named_router():
+    assert errors_of("name: t\nnodes: [{name: router}]\n") == [
+        "lab.yaml:2:10: node name 'router' is reserved (the lab's router is named <lab>-router already)"
+    ]
+
+
+def test_a_node_range_without_room_for_pods_is_an_error_not_a_crash():
+    [error] = errors_of(
+        "name: t\nnetwork: {cidr: 10.0.0.0/24}\ncluster: {podCIDR: 255.255.255.0/24, nodeMaskSize: 30}\n"
+        "nodes: [{name: a, podCIDR: 255.255.255.255/32}]\n"
+    )
+    assert error.startswith("lab.yaml:4:19: podCIDR 255.255.255.255/32 has no room for pods")
+
+
+def test_names_given_twice():
+    text = (
+        "name: t\nnodes: [{name: a}]\nworkloads: [{name: w}, {name: w}]\n"
+        "services: [{name: s, ports: [{port: 80}]}, {name: s, ports: [{port: 81}]}]\n"
+    )
+    assert errors_of(text) == [
+        "lab.yaml:3:25: workload default/w is defined twice (rename one)",
+        "lab.yaml:4:45: service default/s is defined twice (rename one)",
+    ]
+
+
+def test_service_ports_are_unique_like_the_api_server_wants():
+    text = "name: t\nnodes: [{name: a}]\nservices: [{name: s, ports: [{name: a, port: 80}, {name: a, port: 81}]}]\n"
+    assert errors_of(text) == ["lab.yaml:3:52: port name 'a' is used twice (port names are unique)"]
+
+
+def test_a_name_from_the_command_line_is_checked():
+    spec = load_text("name: t\nnodes: [{name: a}]\n", "lab.yaml")
+    spec.data["name"] = "Not A Name"
+    with pytest.raises(SpecError) as info:
+        build_model(spec)
+    assert str(info.value.problems[0]).startswith("lab.yaml:1:1: lab name 'Not A Name' is not valid")
+
+
+def test_ten_thousand_nodes_resolve_in_well_under_a_second_each_stage():
+    text = "name: big\nnetwork: {cidr: 10.0.0.0/16}\ncluster: {podCIDR: 10.128.0.0/9, nodeMaskSize: 26}\nnodes:\n"
+    text += "".join(f"  - {{name: n{i}, podCIDR: 10.128.{i // 4 % 256}.{i % 4 * 64}/26}}\n" for i in range(0, 1000))
+    text += "".join(f"  - {{name: n{i}}}\n" for i in range(1000, 10_000))
+    start = time.perf_counter()
+    lab = resolve(text).lab
+    assert time.perf_counter() - start < 5  # it was 60 s with pairwise overlap checks
+    cidrs = [n.pod_cidr for n in lab.nodes]
+    assert len(set(cidrs)) == 10_000 and str(cidrs[1000]) == "10.128.250.0/26"
