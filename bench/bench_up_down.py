@@ -15,7 +15,7 @@ import time
 
 from labbuilder.engine import image
 from labbuilder.engine.runtime import Engine
-from labbuilder.lifecycle import lab
+from labbuilder.lifecycle import lab, up
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     ups, downs = [], []
     for run in range(args.runs):
         start = time.perf_counter()
-        result = lab.up(args.lab_file, args.name, engine=engine)
+        result = up.up(args.lab_file, args.name, engine=engine)
         ups.append(time.perf_counter() - start)
         start = time.perf_counter()
         lab.down(args.name, engine)

@@ -84,7 +84,7 @@ def exercise(lab: str, exercise_file: str) -> None:
     with lab_lock(lab, "exercise"):
         for step in ex.setup:
             where = refs.place(model, step.on)
-            result = handle.exec(Ns(where.key, where.netns), ("sh", "-c", step.run))
+            result = handle.enter(Ns(where.key, where.netns), ("sh", "-c", step.run))
             if result.code != 0:
                 raise LabError(f"exercise setup on {step.on}: `{step.run}` failed: {result.output.strip()}")
     console.print(bold(ex.title), "\n")

@@ -98,7 +98,7 @@ def up(lab_file: str, name: str | None, quiet: bool) -> None:
       labbuilder up kthw                       # a lab shipped with labbuilder, by name
       labbuilder up labs/kthw.yaml --name kthw2
     """
-    from labbuilder.lifecycle import lab as lifecycle
+    from labbuilder.lifecycle import up as lifecycle
     from labbuilder.present.tables import addressing_tables
 
     result = lifecycle.up(lab_file, name, progress_printer(quiet))

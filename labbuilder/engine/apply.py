@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from labbuilder.compile import kubelet
 from labbuilder.compile.ops import (
     AddNetns,
@@ -43,6 +41,8 @@ NetlinkOp = Veth | Bridge | Vxlan | Master | Hairpin | LinkUp | Address | Route 
 
 def apply_netlink(nl: Netlink, op: NetlinkOp) -> None:
     """Apply one operation; a kernel refusal names the operation as the command a person would type."""
+    from pyroute2.netlink.exceptions import NetlinkError  # imported with the first netlink socket anyway
+
     try:
         _dispatch(nl, op)
     except NetlinkError as err:
@@ -99,7 +99,7 @@ class Applier:
             files[RULES_FILE] = rules[-1]
         files[BUILD_SCRIPT] = build_script(key, ops, rules=bool(rules))
         # One process on this host: the files arrive as a tar on stdin, then the script runs.
-        self.lab.nsenter(key, ["sh", "-c", f"tar -x -C / && sh {BUILD_SCRIPT}"], stdin=tar_of(files))
+        self.lab.run(key, ["sh", "-c", f"tar -x -C / && sh {BUILD_SCRIPT}"], stdin=tar_of(files))
         self.start_processes(key, [op for op in phases[Phase.PROCESSES] if isinstance(op, Process)])
 
     def apply(self, key: str, ops: Sequence[Op]) -> None:
@@ -139,4 +139,5 @@ class Applier:
         """Start each process that is not running; returns the names of those it started."""
         if not ops:
             return []
-        return kubelet.started(self.lab.run(key, ["sh", "-ec", kubelet.start_script(ops)]))
+        # `docker exec`: the processes live on inside the container's cgroup, with its capabilities.
+        return kubelet.started(self.lab.run(key, ["sh", "-ec", kubelet.start_script(ops)], entered=False))

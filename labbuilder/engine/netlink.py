@@ -11,13 +11,12 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from ipaddress import IPv6Address
-from socket import AF_INET, AF_INET6
-from typing import Any
+from socket import AF_INET6
+from typing import TYPE_CHECKING, Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 from labbuilder.compile.ops import Address, Bridge, Fdb, Hairpin, LinkUp, Master, Neighbour, Ns, Route, Veth, Vxlan
 from labbuilder.errors import LabError
@@ -29,16 +28,6 @@ RTNH_F_ONLINK = 4
 RTPROT_BOOT = 3  # what `ip route add` sets: shown as no proto at all, as in the seeds
 PROTOS = {"kernel": 2, "boot": RTPROT_BOOT}
 SCOPES = {"host": 254, "link": 253, "universe": 0}
-
-
-RouteKey = tuple[str, str | None]  # (destination "a.b.c.d/n", gateway or None)
-
-
-@dataclass(frozen=True)
-class LinkState:
-    kind: str | None  # "veth", "bridge", "vxlan"…; None for lo and kinds without link info
-    up: bool
-    master: str | None
 
 
 def eui64_link_local(mac: str) -> str:
@@ -66,6 +55,9 @@ class Netlink:
         return self.ns_path(ns)
 
     def ipr(self, ns: Ns) -> IPRoute:
+        # pyroute2 takes ~0.1 s to import: only commands that change links pay for it.
+        from pyroute2 import IPRoute
+
         path = self.path(ns)
         if path not in self._sockets:
             if not os.path.exists(path):
@@ -80,35 +72,6 @@ class Netlink:
         return int(found[0])
 
     # -- reading state (for reset) -----------------------------------------------------------
-    def links(self, ns: Ns) -> dict[str, LinkState]:
-        msgs = list(self.ipr(ns).link("dump"))
-        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in msgs}
-        result = {}
-        for m in msgs:
-            info = m.get_attr("IFLA_LINKINFO")
-            kind = info.get_attr("IFLA_INFO_KIND") if info else None
-            master = m.get_attr("IFLA_MASTER")
-            result[names[m["index"]]] = LinkState(kind, bool(m["flags"] & IFF_UP), names.get(master))
-        return result
-
-    def addresses(self, ns: Ns) -> set[tuple[str, str]]:
-        """(ifname, "ip/prefix") for every IPv4 address."""
-        ipr = self.ipr(ns)
-        names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.link("dump")}
-        return {
-            (names[m["index"]], f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
-            for m in ipr.addr("dump", family=AF_INET)
-        }
-
-    def routes(self, ns: Ns) -> dict[RouteKey, dict[str, Any]]:
-        """IPv4 routes of the main table keyed by (dst, gateway), with what deleting one needs."""
-        result = {}
-        for m in self.ipr(ns).route("dump", family=AF_INET, table=MAIN_TABLE):
-            dst = f"{m.get_attr('RTA_DST') or '0.0.0.0'}/{m['dst_len']}"
-            key = (dst, m.get_attr("RTA_GATEWAY"))
-            result[key] = {"dst": dst, "gateway": key[1], "oif": m.get_attr("RTA_OIF"), "table": MAIN_TABLE}
-        return result
-
     def _link_local_missing(self, ns: Ns) -> list[Any]:
         ipr = self.ipr(ns)
         v6 = list(ipr.addr("dump", family=AF_INET6))
@@ -123,10 +86,6 @@ class Netlink:
             and link.get_attr("IFLA_ADDRESS")
             and link["flags"] & IFF_UP
         ]
-
-    def missing_link_local(self, ns: Ns) -> list[str]:
-        """Links that are up but lost their IPv6 link-local address (an address flush takes it)."""
-        return [link.get_attr("IFLA_IFNAME") for link in self._link_local_missing(ns)]
 
     def restore_link_local(self, ns: Ns) -> list[str]:
         """Give back the IPv6 link-local address a flush took (the kernel only makes one at link up).
@@ -147,17 +106,6 @@ class Netlink:
             repaired.append(link.get_attr("IFLA_IFNAME"))
         return repaired
 
-    def delete_link(self, ns: Ns, ifname: str) -> None:
-        _tolerate(errno.ENODEV, lambda: self.ipr(ns).link("del", index=self.index(ns, ifname)))
-
-    def delete_address(self, ns: Ns, ifname: str, cidr: str) -> None:
-        ip, prefix = cidr.split("/")
-        self.ipr(ns).addr("del", index=self.index(ns, ifname), address=ip, prefixlen=int(prefix))
-
-    def delete_route(self, ns: Ns, route: dict[str, Any]) -> None:
-        _tolerate(errno.ESRCH, lambda: self.ipr(ns).route("del", **{k: v for k, v in route.items() if v is not None}))
-
-    # -- operations ------------------------------------------------------------------------
     def veth(self, op: Veth) -> None:
         peer: dict[str, Any] = {"ifname": op.peer_name, "mtu": op.mtu}
         if op.peer_mac:
@@ -249,6 +197,8 @@ class Netlink:
 
 
 def _tolerate(code: int, action: Callable[[], object]) -> None:
+    from pyroute2.netlink.exceptions import NetlinkError
+
     try:
         action()
     except NetlinkError as err:

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import docker
 import docker.errors
@@ -35,9 +35,10 @@ from labbuilder.compile.ops import ROUTER, Ns
 from labbuilder.compile.paths import SPEC_COPY
 from labbuilder.compile.plan import LABEL_LAB, LABEL_NODE, LABEL_ROLE, LABEL_SPEC, ContainerSpec
 from labbuilder.errors import LabError
-from labbuilder.spec.load import Spec, load_text
-from labbuilder.spec.model import Lab
-from labbuilder.spec.resolve import build_model
+
+if TYPE_CHECKING:
+    from labbuilder.spec.load import Spec
+    from labbuilder.spec.model import Lab
 
 T = TypeVar("T")
 TIMEOUT = 120  # seconds one Docker API call may take
@@ -229,7 +230,8 @@ class LabHandle:
         """Read the lab's containers from Docker again (after creating, starting or removing)."""
         found = self.engine._list(f"{LABEL_LAB}={self.name}")
         self._containers = {c.labels.get(LABEL_NODE, ""): c for c in found}
-        self._pids.clear()
+        # The listing inspects every container already: keep the pids it read.
+        self._pids = {key: info.pid for key, info in self.containers.items() if info.running and info.pid}
 
     @property
     def containers(self) -> dict[str, ContainerInfo]:
@@ -335,7 +337,9 @@ class LabHandle:
         return f"/proc/{pid}/ns/net"
 
     def exec(self, ns: Ns | str, argv: Sequence[str]) -> ExecResult:
-        """Run argv in a container (a key) or a pod netns inside its node; never raises on exit status."""
+        """`docker exec` argv in a container (a key) or a pod netns inside its node: inside the
+        container's cgroup, with its capabilities only. For long-running processes (pods'
+        workloads, trace monitors). Never raises on the exit status."""
         ns = Ns(ns) if isinstance(ns, str) else ns
         container = self._container(ns.container)
         full = ["ip", "netns", "exec", ns.netns, *argv] if ns.netns else list(argv)
@@ -344,35 +348,34 @@ class LabHandle:
         text = output.decode(errors="replace") if isinstance(output, bytes) else ""
         return ExecResult(code or 0, text)
 
-    def run(self, ns: Ns | str, argv: Sequence[str]) -> str:
-        """exec and fail loudly: an unexpected failure inside a node is a bug worth seeing."""
+    def enter(self, ns: Ns | str, argv: Sequence[str], stdin: bytes | None = None) -> ExecResult:
+        """Run a short command in the container's network, mount and pid namespaces (its /proc and
+        /run/netns), from this host, as the netlink sockets opened by namespace path do — a few
+        milliseconds instead of a `docker exec` round trip. For configuration, reading and probes
+        (ip, tar, iptables-restore, ping); processes that must live on start with `exec`. Never
+        raises on the exit status."""
         ns = Ns(ns) if isinstance(ns, str) else ns
-        result = self.exec(ns, argv)
-        if result.code != 0:
-            where = self._container(ns.container).name + (f" ({ns.netns})" if ns.netns else "")
-            raise LabError(f"{where}: `{' '.join(argv)}` failed ({result.code}): {result.output.strip()}")
-        return result.output
-
-    def nsenter(self, key: str, argv: Sequence[str], stdin: bytes | None = None) -> str:
-        """Run a configuration command in the container's network, mount and pid namespaces (so
-        /proc and /run/netns are the container's), from this host, as the netlink sockets opened by
-        namespace path do: no `docker exec` round trip. Only for short commands (ip, tar,
-        iptables-restore): long-running processes start with `exec`, inside the container's cgroup
-        and with its capabilities only."""
-        pid = self.pid(key)
+        full = ["ip", "netns", "exec", ns.netns, *argv] if ns.netns else list(argv)
+        pid = self.pid(ns.container)
         try:
             done = subprocess.run(
-                ["nsenter", "-t", str(pid), "-n", "-m", "-p", "--", *argv],
+                ["nsenter", "-t", str(pid), "-n", "-m", "-p", "--", *full],
                 input=stdin,
                 capture_output=True,
                 timeout=300,
             )
         except (OSError, subprocess.TimeoutExpired) as err:
-            raise LabError(f"lab {self.name}: cannot enter {self._container(key).name}: {err}") from None
-        if done.returncode != 0:
-            why = (done.stderr or done.stdout).decode(errors="replace").strip()
-            raise LabError(f"{self._container(key).name}: `{' '.join(argv)}` failed ({done.returncode}): {why}")
-        return done.stdout.decode(errors="replace")
+            raise LabError(f"lab {self.name}: cannot enter {self._container(ns.container).name}: {err}") from None
+        return ExecResult(done.returncode, (done.stdout + done.stderr).decode(errors="replace"))
+
+    def run(self, ns: Ns | str, argv: Sequence[str], stdin: bytes | None = None, entered: bool = True) -> str:
+        """enter (or exec) and fail loudly: an unexpected failure inside a node is a bug worth seeing."""
+        ns = Ns(ns) if isinstance(ns, str) else ns
+        result = self.enter(ns, argv, stdin) if entered else self.exec(ns, argv)
+        if result.code != 0:
+            where = self._container(ns.container).name + (f" ({ns.netns})" if ns.netns else "")
+            raise LabError(f"{where}: `{' '.join(argv)}` failed ({result.code}): {result.output.strip()}")
+        return result.output
 
     def put_files(self, key: str, files: dict[str, str]) -> None:
         """Write files (path → text) in one tar archive extracted at /, parent folders included."""
@@ -386,7 +389,7 @@ class LabHandle:
         """The spec copy the router keeps (SPEC_COPY); LabError when the lab or the copy is missing."""
         if ROUTER not in self._all():
             raise LabError(f"no lab named {self.name} on this host", hint="`labbuilder ls` lists the labs")
-        result = self.exec(ROUTER, ["cat", SPEC_COPY])
+        result = self.enter(ROUTER, ["cat", SPEC_COPY])
         if result.code != 0:
             raise LabError(
                 f"lab {self.name}: its router holds no copy of the lab file ({result.output.strip()})",
@@ -396,10 +399,14 @@ class LabHandle:
 
     def spec(self) -> Spec:
         """The running lab's spec, from the copy its router keeps."""
+        from labbuilder.spec.load import load_text  # not imported by `down`, `ls`: they start faster
+
         return load_text(self.read_spec(), f"{self.name}:{SPEC_COPY}")
 
     def model(self) -> Lab:
         """The running lab's model: what every command that works on a running lab starts from."""
+        from labbuilder.spec.resolve import build_model
+
         return build_model(self.spec()).lab
 
 

@@ -26,8 +26,7 @@ from labbuilder.compile.ops import (
     WriteFile,
 )
 from labbuilder.compile.plan import Plan
-from labbuilder.engine.netlink import RouteKey
-from labbuilder.observe.state import ContainerObserved, NsObserved, sha256
+from labbuilder.observe.state import ContainerObserved, NsObserved, RouteKey, sha256
 
 # Link kinds a learner can add and reset may remove; others (tunl0, sit0…) come with the kernel.
 PRUNABLE_KINDS = {"veth", "bridge", "vxlan", "dummy", "macvlan", "ipvlan", "vlan"}

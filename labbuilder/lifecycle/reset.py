@@ -20,8 +20,8 @@ from labbuilder.engine.netlink import Netlink
 from labbuilder.engine.runtime import Engine, LabHandle, in_threads
 from labbuilder.errors import LabError
 from labbuilder.lifecycle.diff import Difference, desired_state, diff
-from labbuilder.lifecycle.lab import ensure_containers
 from labbuilder.lifecycle.lock import lab_lock
+from labbuilder.lifecycle.up import ensure_containers
 from labbuilder.observe.state import observe
 from labbuilder.spec.lab_file import resolve_file
 from labbuilder.spec.load import spec_text
@@ -54,6 +54,7 @@ def reset(handle: LabHandle, plan: Plan, dry_run: bool = False, progress: Progre
             return ResetResult(found, rounds)
         if any(d.kind == "container" for d in differences):
             ensure_containers(handle, plan, progress)
+            handle.refresh()
             continue  # a new or restarted container holds nothing yet: see all it lacks in a second round
         repair(handle, plan, differences)
         return ResetResult(found, rounds)
@@ -74,17 +75,21 @@ def repair(handle: LabHandle, plan: Plan, differences: list[Difference]) -> None
 
 
 def _remove(handle: LabHandle, d: Difference) -> None:
+    """Delete one stray thing with the `ip` command a person would type in that namespace."""
     if d.kind == "netns":
         handle.run(d.key, ["ip", "netns", "del", str(d.remove[0])])
         return
     assert d.ns is not None
-    with Netlink(handle.ns_path) as nl:
-        if d.kind == "link":
-            nl.delete_link(d.ns, str(d.remove[0]))
-        elif d.kind == "address":
-            nl.delete_address(d.ns, str(d.remove[0]), str(d.remove[1]))
-        elif d.kind == "route":
-            nl.delete_route(d.ns, d.remove[0])  # type: ignore[arg-type]
+    where = ["-n", d.ns.netns] if d.ns.netns else []
+    if d.kind == "link":
+        argv = ["link", "del", str(d.remove[0])]
+    elif d.kind == "address":
+        argv = ["addr", "del", str(d.remove[1]), "dev", str(d.remove[0])]
+    else:
+        route: dict[str, str] = d.remove[0]  # type: ignore[assignment]
+        argv = ["route", "del", route["dst"], *(["via", route["via"]] if "via" in route else [])]
+        argv += ["dev", route["dev"]] if "dev" in route else []
+    handle.run(d.key, ["ip", *where, *argv])
 
 
 def _restore(handle: LabHandle, plan: Plan, key: str, differences: list[Difference]) -> None:
@@ -107,21 +112,17 @@ def _restore(handle: LabHandle, plan: Plan, key: str, differences: list[Differen
 
 def _restore_links(handle: LabHandle, plan: Plan, key: str, phases: dict[Phase, list[Op]]) -> None:
     """Links and addresses, then the prefix routes an address implies (a flush takes them and no
-    operation makes them), then the planned routes, whose gateways need those prefix routes."""
+    operation makes them; replacing one that is there changes nothing), then the planned routes,
+    whose gateways need those prefix routes. Every step ensures, over netlink."""
     desired = desired_state(plan)
+    namespaces = {op.ns for op in plan.steps[key]} | {Ns(key)}
     with Netlink(handle.ns_path) as nl:
         for op in phases[Phase.LINKS]:
             assert isinstance(op, NetlinkOp)
             apply_netlink(nl, op)
-        namespaces = {op.ns for op in plan.steps[key]} | {Ns(key)}
         for ns in namespaces:
-            want = desired.get(ns)
-            if want is None:
-                continue
-            present = nl.routes(ns)
-            for route in want.connected:
-                if (str(route.dst), None) not in present:
-                    apply_netlink(nl, route)
+            for route in desired[ns].connected if ns in desired else []:
+                apply_netlink(nl, route)
         for op in phases[Phase.ROUTES]:
             assert isinstance(op, Route)
             apply_netlink(nl, op)

@@ -144,7 +144,7 @@ def exec_in(handle: LabHandle) -> Exec:
     """Run probes through the lab's handle: in the place's container, under its pod netns if any."""
 
     def run(where: Place, argv: tuple[str, ...]) -> tuple[int, str]:
-        result = handle.exec(Ns(where.key, where.netns), argv)
+        result = handle.enter(Ns(where.key, where.netns), argv)
         return result.code, result.output
 
     return run

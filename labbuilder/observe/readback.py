@@ -277,7 +277,7 @@ class LabReading:
         return {key: read.get(key) for key in nodes}
 
     def _snapshot(self, key: str, argv: list[str]) -> NodeSnapshot:
-        output = self.handle.exec(key, argv).output
+        output = self.handle.enter(key, argv).output
         try:
             return parse_snapshot(output)
         except ValueError as err:

@@ -1,30 +1,41 @@
 """What a running lab holds, read back from the kernel and the containers: the observed side of `diff`.
 
-Per container, one exec prints the pod namespaces present, the checksums of the files the plan
-writes, `iptables-save`, and which planned processes are alive; links, addresses and routes of
-every namespace come from netlink (sockets opened inside each namespace by path). Reading
-changes nothing.
+Per container, ONE short process entered into its namespaces prints everything: the pod
+namespaces alive, every planned namespace's links, addresses and routes as `ip -j` JSON
+(iproute2's own structure, read with json.loads), the checksums of the files the plan writes,
+`iptables-save`, and which planned processes are alive. Reading changes nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shlex
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network
+from typing import Any
 
 from labbuilder.compile.kubelet import ALIVE_SH
 from labbuilder.compile.ops import Iptables, Ns, Op, Process, WriteFile
 from labbuilder.compile.paths import pidfile
 from labbuilder.compile.plan import Plan
-from labbuilder.engine.netlink import LinkState, Netlink, RouteKey
 from labbuilder.engine.runtime import LabHandle, in_threads
+
+RouteKey = tuple[str, str | None]  # (destination "a.b.c.d/n", gateway or None)
+
+
+@dataclass(frozen=True)
+class LinkState:
+    kind: str | None  # "veth", "bridge", "vxlan"…; None for lo and kinds without link info
+    up: bool
+    master: str | None
 
 
 @dataclass(frozen=True)
 class NsObserved:
     links: dict[str, LinkState]
     addresses: frozenset[tuple[str, str]]  # (ifname, "ip/prefix"), IPv4
-    routes: dict[RouteKey, dict[str, object]]  # main-table IPv4 routes, with what deleting one needs
+    routes: dict[RouteKey, dict[str, str]]  # main-table IPv4 routes, with what deleting one needs
     no_link_local: tuple[str, ...] = ()  # links that lost their IPv6 link-local address
 
 
@@ -43,44 +54,124 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def state_script(ops: list[Op]) -> str:
-    """One exec: `@section` lines, each followed by the raw output of one command."""
+def state_script(ops: list[Op], namespaces: list[Ns]) -> str:
+    """`@section` lines, each followed by the raw output of one command."""
     files = [op.path for op in ops if isinstance(op, WriteFile)]
     names = [op.name for op in ops if isinstance(op, Process)]
     # Only live namespaces: a name whose mount did not survive a restart is a missing netns.
-    lines = ["exec 2>/dev/null", "echo @netns", "for n in $(ls /run/netns); do ip netns exec $n true && echo $n; done"]
+    lines = [
+        "exec 2>/dev/null",
+        "live=$(for n in $(ls /run/netns); do ip netns exec $n true && echo $n; done)",
+        'echo @netns; echo "$live"',
+    ]
+    for ns in namespaces:
+        where, label = (f"-n {shlex.quote(ns.netns)} ", ns.netns) if ns.netns else ("", "-")
+        check = f'echo "$live" | grep -qx {shlex.quote(ns.netns)} && ' if ns.netns else ""
+        reads = [
+            f"echo '@links {label}'; ip {where}-j -d link show",
+            f"echo '@addrs {label}'; ip {where}-j addr show",
+            f"echo '@routes {label}'; ip {where}-j -4 route show table main",
+        ]
+        lines.append(f"{check}{{ {'; '.join(reads)}; }}")
     if files:
-        lines += ["echo @files", f"sha256sum {shlex.join(files)} || true"]
+        lines += ["echo @files", f"sha256sum {shlex.join(files)}"]
     if any(isinstance(op, Iptables) for op in ops):
         lines += ["echo @iptables", "iptables-save"]
     if names:
         lines += [ALIVE_SH, "echo @processes"]
         lines += [f'if alive {shlex.quote(pidfile(n))}; then echo "up {n}"; else echo "down {n}"; fi' for n in names]
-    return "\n".join(lines)
+    return "\n".join([*lines, "true"])
 
 
-def parse_state(key: str, text: str, ops: list[Op]) -> ContainerObserved:
-    sections: dict[str, list[str]] = {}
+def _sections(text: str) -> dict[tuple[str, str], list[str]]:
+    found: dict[tuple[str, str], list[str]] = {}
     current: list[str] = []
     for line in text.splitlines():
-        if line.startswith("@") and line[1:] in ("netns", "files", "iptables", "processes"):
-            current = sections.setdefault(line[1:], [])
+        head, _, rest = line.partition(" ")
+        if line.startswith("@") and head[1:] in ("netns", "links", "addrs", "routes", "files", "iptables", "processes"):
+            current = found.setdefault((head[1:], rest.strip()), [])
         else:
             current.append(line)
+    return found
+
+
+def _json(lines: list[str]) -> list[dict[str, Any]]:
+    text = "\n".join(lines).strip()
+    return list(json.loads(text)) if text else []
+
+
+def parse_links(links: list[dict[str, Any]]) -> dict[str, LinkState]:
+    return {
+        link["ifname"]: LinkState(
+            link.get("linkinfo", {}).get("info_kind"), "UP" in link.get("flags", []), link.get("master")
+        )
+        for link in links
+    }
+
+
+def parse_addresses(links: list[dict[str, Any]]) -> frozenset[tuple[str, str]]:
+    return frozenset(
+        (link["ifname"], f"{a['local']}/{a['prefixlen']}")
+        for link in links
+        for a in link.get("addr_info", [])
+        if a.get("family") == "inet"
+    )
+
+
+def parse_link_local(links: list[dict[str, Any]], details: list[dict[str, Any]]) -> tuple[str, ...]:
+    """Links up with a MAC but no IPv6 link-local address — where IPv6 is on (lo holds ::1)."""
+    if not any(a.get("family") == "inet6" for link in links for a in link.get("addr_info", [])):
+        return ()
+    have = {
+        link["ifname"] for link in links for a in link.get("addr_info", []) if a.get("local", "").startswith("fe80:")
+    }
+    return tuple(
+        d["ifname"]
+        for d in details
+        if d["ifname"] != "lo"
+        and d.get("link_type") == "ether"
+        and "UP" in d.get("flags", [])
+        and d["ifname"] not in have
+    )
+
+
+def parse_routes(routes: list[dict[str, Any]]) -> dict[RouteKey, dict[str, str]]:
+    found = {}
+    for route in routes:
+        dst = route.get("dst", "")
+        dst = "0.0.0.0/0" if dst == "default" else str(IPv4Network(dst))
+        key = (dst, route.get("gateway"))
+        found[key] = {k: v for k, v in (("dst", dst), ("via", route.get("gateway")), ("dev", route.get("dev"))) if v}
+    return found
+
+
+def parse_state(key: str, text: str, ops: list[Op], namespaces: list[Ns]) -> ContainerObserved:
+    sections = _sections(text)
     sums = {}
-    for line in sections.get("files", []):
+    for line in sections.get(("files", ""), []):
         digest, _, path = line.partition("  ")
         sums[path] = digest
     observed = ContainerObserved(key, "running")
-    observed.netns = frozenset(n.strip() for n in sections.get("netns", []) if n.strip())
+    observed.netns = frozenset(n.strip() for n in sections.get(("netns", ""), []) if n.strip())
     observed.files = {op.path: sums.get(op.path) for op in ops if isinstance(op, WriteFile)}
-    if "iptables" in sections:
-        observed.iptables = "\n".join(sections["iptables"]) + "\n"
+    if ("iptables", "") in sections:
+        observed.iptables = "\n".join(sections[("iptables", "")]) + "\n"
     observed.processes = {
         words[1]: words[0] == "up"
-        for words in (line.split(None, 1) for line in sections.get("processes", []))
+        for words in (line.split(None, 1) for line in sections.get(("processes", ""), []))
         if len(words) == 2
     }
+    for ns in namespaces:
+        label = ns.netns or "-"
+        if ("links", label) not in sections:
+            continue  # a missing pod netns is one difference, not one per link inside it
+        details, addrs = _json(sections[("links", label)]), _json(sections.get(("addrs", label), []))
+        observed.namespaces[ns] = NsObserved(
+            parse_links(details),
+            parse_addresses(addrs),
+            parse_routes(_json(sections.get(("routes", label), []))),
+            parse_link_local(addrs, details),
+        )
     return observed
 
 
@@ -99,18 +190,11 @@ def observe_container(handle: LabHandle, plan: Plan, key: str) -> ContainerObser
     if info is None or not info.running:
         return ContainerObserved(key, info.state if info else "missing")
     ops = [op for op in plan.steps.get(key, ()) if op.ns.container == key]
-    observed = parse_state(key, handle.exec(key, ["sh", "-c", state_script(ops)]).output, ops)
-    with Netlink(handle.ns_path) as nl:
-        for ns in namespaces_of(plan, key):
-            if ns.netns and ns.netns not in observed.netns:
-                continue  # a missing pod netns is one difference, not one per link inside it
-            observed.namespaces[ns] = NsObserved(
-                nl.links(ns), frozenset(nl.addresses(ns)), nl.routes(ns), tuple(nl.missing_link_local(ns))
-            )
-    return observed
+    namespaces = namespaces_of(plan, key)
+    output = handle.enter(key, ["sh", "-c", state_script(ops, namespaces)]).output
+    return parse_state(key, output, ops, namespaces)
 
 
 def observe(handle: LabHandle, plan: Plan) -> dict[str, ContainerObserved]:
     """Every container of the plan, read in parallel."""
-    handle.refresh()
     return in_threads(lambda key: observe_container(handle, plan, key), [c.key for c in plan.containers])

@@ -9,9 +9,8 @@ import pytest
 
 from labbuilder.compile.ops import Iptables, Ns, Process, WriteFile
 from labbuilder.compile.plan import Plan, compile_plan
-from labbuilder.engine.netlink import LinkState
 from labbuilder.lifecycle.diff import desired_state, diff
-from labbuilder.observe.state import ContainerObserved, NsObserved, sha256
+from labbuilder.observe.state import ContainerObserved, LinkState, NsObserved, sha256
 from labbuilder.spec.lab_file import resolve_file
 from tests.conftest import LABS
 
@@ -80,3 +79,26 @@ def test_each_change_is_named_with_its_owner():
     stopped = [d for d in found.values() if d.kind == "process"]
     assert stopped and all(d.key == "worker-1" and d.change == "stopped" for d in stopped)
     assert found["worker-0: link dummy9 added"].repair == "worker-0: stray link dummy9 removed"
+
+
+def test_what_a_node_prints_reads_back_as_the_differences_a_learner_made():
+    """The state script's real output (worker-1 of `up labs/kthw.yaml --name statecap`, after
+    `ip route del default; ip link add stray0 type bridge; ip -6 addr flush dev eth0 scope link`)."""
+    from pathlib import Path
+
+    from labbuilder.observe.state import namespaces_of, parse_state
+
+    plan = compile_plan(resolve_file(str(LABS / "kthw.yaml"), "statecap")[1].lab)
+    ops = [op for op in plan.steps["worker-1"] if op.ns.container == "worker-1"]
+    text = (Path(__file__).parent / "data" / "state_worker1.txt").read_text()
+    seen = pristine(plan)
+    seen["worker-1"] = parse_state("worker-1", text, ops, namespaces_of(plan, "worker-1"))
+    node = seen["worker-1"].namespaces[Ns("worker-1")]
+    assert node.links["cnio0"] == LinkState("bridge", True, None) and node.links["eth0"].kind == "veth"
+    assert ("eth0", "10.240.0.21/24") in node.addresses
+    assert ("10.200.1.0/24", None) in node.routes and ("0.0.0.0/0", "10.240.0.1") not in node.routes
+    assert seen["worker-1"].processes and all(seen["worker-1"].processes.values())
+    assert set(map(str, diff(plan, seen))) == {
+        "worker-1: route default via 10.240.0.1 missing",
+        "worker-1: link stray0 added",
+    }  # and no link-local complaint: Docker turns IPv6 off in the node's own namespace
