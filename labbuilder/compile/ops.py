@@ -85,8 +85,10 @@ class Veth(Command):
 
     phase: ClassVar[Phase] = Phase.LINKS
 
-    def args(self) -> str:
-        where = f" netns {self.peer_ns.netns}" if self.peer_ns.netns else f" netns <pid of {self.peer_ns.container}>"
+    def args(self, peer_netns: str | None = None) -> str:
+        """`peer_netns` names the peer's namespace where the plan cannot: another container's, by
+        its pid on the host (known only when the lab runs)."""
+        where = f" netns {peer_netns or self.peer_ns.netns or f'<pid of {self.peer_ns.container}>'}"
         mac = f" address {self.mac}" if self.mac else ""
         peer_mac = f" address {self.peer_mac}" if self.peer_mac else ""
         return (

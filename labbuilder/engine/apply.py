@@ -15,12 +15,14 @@ from labbuilder.compile.ops import (
     AddNetns,
     Address,
     Bridge,
+    Command,
     Fdb,
     Hairpin,
     Iptables,
     LinkUp,
     Master,
     Neighbour,
+    Ns,
     Op,
     Phase,
     Process,
@@ -86,13 +88,24 @@ class Applier:
     def __init__(self, lab: LabHandle):
         self.lab = lab
 
+    def uplinks(self, key: str, ops: Sequence[Op]) -> None:
+        """Links that containers' plans make from container `key`'s side (the router's: the nodes'
+        uplink veths), all in one `ip -batch` there. The host's own `ip` runs in that network
+        namespace, so `netns PID` places each peer straight into its node, named by its pid."""
+        lines = []
+        for op in ops:
+            assert isinstance(op, Command) and op.ns == Ns(key)
+            if isinstance(op, Veth) and op.peer_ns.container != key and not op.peer_ns.netns:
+                lines.append(op.args(peer_netns=str(self.lab.pid(op.peer_ns.container))))
+            else:
+                lines.append(op.args())
+        if lines:
+            self.lab.run(key, ["ip", "-batch", "-"], stdin="\n".join(lines).encode(), host_tools=True)
+
     def build(self, key: str, ops: Sequence[Op]) -> None:
+        """A container this run created: its own operations in one script; the links other
+        containers make into it (`uplinks`) must be there already."""
         phases = by_phase(ops)
-        with Netlink(self.lab.ns_path) as nl:  # the uplink: a veth made on the router's side
-            for op in [*phases[Phase.LINKS], *phases[Phase.ROUTES]]:
-                if op.ns.container != key:
-                    assert isinstance(op, NetlinkOp)
-                    apply_netlink(nl, op)
         files = {op.path: op.content for op in phases[Phase.FILES] if isinstance(op, WriteFile)}
         rules = [op.payload for op in phases[Phase.RULES] if isinstance(op, Iptables)]
         if rules:

@@ -348,30 +348,39 @@ class LabHandle:
         text = output.decode(errors="replace") if isinstance(output, bytes) else ""
         return ExecResult(code or 0, text)
 
-    def enter(self, ns: Ns | str, argv: Sequence[str], stdin: bytes | None = None) -> ExecResult:
+    def enter(
+        self, ns: Ns | str, argv: Sequence[str], stdin: bytes | None = None, host_tools: bool = False
+    ) -> ExecResult:
         """Run a short command in the container's network, mount and pid namespaces (its /proc and
         /run/netns), from this host, as the netlink sockets opened by namespace path do — a few
         milliseconds instead of a `docker exec` round trip. For configuration, reading and probes
-        (ip, tar, iptables-restore, ping); processes that must live on start with `exec`. Never
-        raises on the exit status."""
+        (ip, tar, iptables-restore, ping); processes that must live on start with `exec`. With
+        `host_tools`, only the network namespace is entered: the host's own `ip` runs there and sees
+        the host's /proc (so `netns PID` names another container by its pid). Never raises on the
+        exit status."""
         ns = Ns(ns) if isinstance(ns, str) else ns
         full = ["ip", "netns", "exec", ns.netns, *argv] if ns.netns else list(argv)
         pid = self.pid(ns.container)
         try:
+            spaces = ["-n"] if host_tools else ["-n", "-m", "-p"]
             done = subprocess.run(
-                ["nsenter", "-t", str(pid), "-n", "-m", "-p", "--", *full],
-                input=stdin,
-                capture_output=True,
-                timeout=300,
+                ["nsenter", "-t", str(pid), *spaces, "--", *full], input=stdin, capture_output=True, timeout=300
             )
         except (OSError, subprocess.TimeoutExpired) as err:
             raise LabError(f"lab {self.name}: cannot enter {self._container(ns.container).name}: {err}") from None
         return ExecResult(done.returncode, (done.stdout + done.stderr).decode(errors="replace"))
 
-    def run(self, ns: Ns | str, argv: Sequence[str], stdin: bytes | None = None, entered: bool = True) -> str:
+    def run(
+        self,
+        ns: Ns | str,
+        argv: Sequence[str],
+        stdin: bytes | None = None,
+        entered: bool = True,
+        host_tools: bool = False,
+    ) -> str:
         """enter (or exec) and fail loudly: an unexpected failure inside a node is a bug worth seeing."""
         ns = Ns(ns) if isinstance(ns, str) else ns
-        result = self.enter(ns, argv, stdin) if entered else self.exec(ns, argv)
+        result = self.enter(ns, argv, stdin, host_tools) if entered else self.exec(ns, argv)
         if result.code != 0:
             where = self._container(ns.container).name + (f" ({ns.netns})" if ns.netns else "")
             raise LabError(f"{where}: `{' '.join(argv)}` failed ({result.code}): {result.output.strip()}")

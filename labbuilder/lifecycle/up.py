@@ -72,6 +72,10 @@ def apply_plan(handle: LabHandle, plan: Plan, fresh: Sequence[str] = (), progres
         progress(f"{key}: configured")
 
     one(ROUTER)
+    # The uplinks of the new nodes, made from the router's side in one go; existing nodes
+    # converge theirs over netlink with the rest of their operations.
+    uplinks = [op for key in plan.nodes if key in fresh for op in plan.steps[key] if op.ns.container == ROUTER]
+    applier.uplinks(ROUTER, uplinks)
     in_threads(one, plan.nodes)
 
 
