@@ -32,6 +32,7 @@ Path_ = tuple[str | int, ...]
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 64
 MAX_ALIASED = 10_000  # values reachable through aliases, counted as if expanded
+MAX_PROBLEMS = 100  # listed one per line; past that, one line says how many more
 MAX_NUMBER_CHARS = 100  # longer "numbers" are not numbers a lab needs, and int() on them is slow
 INT64 = 2**63  # Kubernetes API integers are int32/int64
 
@@ -188,11 +189,14 @@ class _Builder:
             self.stack.append(_Open(value, path, event.anchor))
 
     def alias(self, event: yaml.AliasEvent) -> None:
-        name = event.anchor
+        name = event.anchor or ""
+        shown = _clip(name, 60)
         if any(frame.anchor == name for frame in self.stack):
-            raise _Stop(self.fail(event.start_mark, f"alias *{name} is inside its own anchor &{name}", "it never ends"))
+            raise _Stop(
+                self.fail(event.start_mark, f"alias *{shown} is inside its own anchor &{shown}", "it never ends")
+            )
         if name not in self.anchors:
-            raise _Stop(self.fail(event.start_mark, f"alias *{name} has no anchor &{name} before it"))
+            raise _Stop(self.fail(event.start_mark, f"alias *{shown} has no anchor &{shown} before it"))
         value, size = self.anchors[name]
         self.aliased += size
         if self.aliased > MAX_ALIASED:
@@ -236,7 +240,8 @@ _TAGS_HINT = "a lab file holds strings, numbers, booleans, lists and mappings; q
 
 
 def _short_tag(tag: str) -> str:
-    return "!!" + tag.removeprefix(_TAG) if tag.startswith(_TAG) else tag if tag.startswith("!") else f"!<{tag}>"
+    short = "!!" + tag.removeprefix(_TAG) if tag.startswith(_TAG) else tag if tag.startswith("!") else f"!<{tag}>"
+    return _clip(short, 60)
 
 
 def _scalar(event: yaml.ScalarEvent) -> Any:
@@ -283,9 +288,12 @@ def _shorten(value: Any, limit: int = 60) -> str:
 
 
 def _clip(text: str, limit: int = 300) -> str:
-    """One line of at most `limit` characters."""
-    text = text.replace("\r", " ").replace("\n", " ")
+    """One line of at most `limit` characters: line breaks and controls (from "\\n"-style escapes) escaped."""
+    text = _BREAKS.sub(lambda m: repr(m.group())[1:-1], text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_BREAKS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 # -- text -----------------------------------------------------------------------------------------
@@ -362,8 +370,19 @@ def load_text(text: str, file: str, schema: dict[str, Any] | None = None) -> Spe
     found = [p for path, p in located if not any(path[: len(bad)] == bad for bad in builder.bad_paths)]
     problems = sorted(builder.problems + found, key=lambda p: (p.line, p.col))
     if problems:
-        raise SpecError(problems)
+        raise SpecError(capped(problems))
     return spec
+
+
+def capped(problems: list[Problem]) -> list[Problem]:
+    """The first MAX_PROBLEMS problems, then one located line for the rest: a screenful, not 100,000 lines."""
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    rest = problems[MAX_PROBLEMS]
+    more = Problem(
+        f"and {len(problems) - MAX_PROBLEMS:,} more problems", rest.file, rest.line, rest.col, "fix these first"
+    )
+    return [*problems[:MAX_PROBLEMS], more]
 
 
 def _not_a_mapping(data: Any, file: str, where: tuple[int, int]) -> Problem:
@@ -437,12 +456,30 @@ _Validator = jsonschema.validators.extend(
 
 @cache
 def _lab_validator() -> Any:
-    return _Validator(lab_schema())
+    return _Validator(_inline_refs(lab_schema()))
+
+
+def _inline_refs(schema: Any, defs: dict[str, Any] | None = None) -> Any:
+    """The schema with each local `$ref` replaced by its definition (siblings such as a description win).
+
+    jsonschema looks a reference up again for every item it checks: half the time of a big lab.
+    The lab schema's references do not recurse, so inlining ends.
+    """
+    defs = schema.get("$defs", {}) if defs is None else defs
+    if isinstance(schema, list):
+        return [_inline_refs(item, defs) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/$defs/") and ref.removeprefix("#/$defs/") in defs:
+        target = _inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
+        return {**target, **{k: _inline_refs(v, defs) for k, v in schema.items() if k != "$ref"}}
+    return {k: _inline_refs(v, defs) if k != "$defs" else v for k, v in schema.items()}
 
 
 def schema_problems(spec: Spec, data: Any, schema: dict[str, Any]) -> list[tuple[Path_, Problem]]:
     """One problem per cause, each at the key it is about, with the path it concerns."""
-    validator = _lab_validator() if schema is lab_schema() else _Validator(schema)
+    validator = _lab_validator() if schema is lab_schema() else _Validator(_inline_refs(schema))
     by_path: dict[Path_, list[jsonschema.ValidationError]] = {}
     for error in validator.iter_errors(data):
         by_path.setdefault(tuple(error.absolute_path), []).append(error)
@@ -461,13 +498,13 @@ def _depth(error: jsonschema.ValidationError) -> int:
 
 
 def _where(path: Path_) -> str:
-    return ".".join(str(p) for p in path) or "lab"
+    return _clip(".".join(str(p) for p in path), 120) or "lab"
 
 
 def _object_problems(spec: Spec, path: Path_, errors: list[jsonschema.ValidationError]) -> list[tuple[Path_, Problem]]:
     """Unknown keys, each at its own line, and missing keys — except one a typo of an unknown key explains."""
-    unknown: list[str] = []
-    missing: list[str] = []
+    unknown: dict[str, None] = {}  # dicts as ordered sets: a file may hold thousands of unknown keys
+    missing: dict[str, None] = {}
     known: list[str] = []
     for error in errors:
         if not isinstance(error.instance, dict) or not isinstance(error.schema, dict):
@@ -475,15 +512,15 @@ def _object_problems(spec: Spec, path: Path_, errors: list[jsonschema.Validation
         properties = error.schema.get("properties", {})
         if error.validator == "additionalProperties":
             known = list(properties)
-            unknown += [k for k in error.instance if k not in properties and k not in unknown]
+            unknown.update((k, None) for k in error.instance if k not in properties)
         elif error.validator == "required":
-            missing += [k for k in error.schema.get("required", []) if k not in error.instance and k not in missing]
+            missing.update((k, None) for k in error.schema.get("required", []) if k not in error.instance)
     found: list[tuple[Path_, Problem]] = []
-    for key in unknown:
-        close = difflib.get_close_matches(key, known, n=1)
+    for n, key in enumerate(unknown):
+        close = difflib.get_close_matches(key, known, n=1) if n < MAX_PROBLEMS else []
         hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(known)
-        if close and close[0] in missing:
-            missing.remove(close[0])
+        if close:
+            missing.pop(close[0], None)
         found.append(((*path, key), spec.problem((*path, key), f"{_where(path)}: unknown key {_shorten(key)}", hint)))
     for key in missing:
         found.append((path, spec.problem(path, f"{_where(path)}: missing key {key!r}", _describe_key(errors, key))))

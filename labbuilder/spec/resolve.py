@@ -16,7 +16,7 @@ from typing import Any
 from labbuilder.errors import LabError, Problem, SpecError
 from labbuilder.spec import addressing, defaults
 from labbuilder.spec.checks import check_from_spec, validate_check
-from labbuilder.spec.load import Path_, Spec, lab_schema, matches
+from labbuilder.spec.load import Path_, Spec, capped, lab_schema, matches
 from labbuilder.spec.model import (
     ROUTER,
     Check,
@@ -620,5 +620,5 @@ def build_model(spec: Spec) -> Resolved:
     lab = resolver.resolve()
     errors = [p for p in resolver.problems if not p.warning]
     if errors or lab is None:
-        raise SpecError(resolver.problems)
+        raise SpecError(capped(resolver.problems))
     return Resolved(lab, [p for p in resolver.problems if p.warning])

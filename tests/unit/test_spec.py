@@ -178,7 +178,7 @@ def test_a_trailing_newline_does_not_pass_a_pattern():
 def test_missing_keys_point_at_their_mapping():
     assert problems_of("name: mini\nworkloads: [{replicas: 1}]\n") == [
         "lab.yaml:1:1: lab: missing key 'nodes'",
-        "lab.yaml:2:13: workloads.0: missing key 'name'",
+        "lab.yaml:2:13: workloads.0: missing key 'name' (lower case letters, digits and dashes (a DNS label))",
     ]
 
 
@@ -201,3 +201,10 @@ def test_a_check_is_one_kind():
 def test_a_nul_in_a_lab_name_is_no_such_file():
     with pytest.raises(LabError, match="no such lab file"):
         load("bad\0name")
+
+
+@pytest.mark.parametrize("escape", ["\\n", "\\v", "\\x85", "\\u2028", "\\r"])
+def test_line_breaks_written_as_escapes_stay_escaped_in_messages(escape):
+    text = f'name: mini\nnodes: [{{name: a}}]\nworkloads: [{{name: w, labels: {{"a{escape}b": !!binary x}}}}]\n'
+    [problem] = problems_of(text)
+    assert len(problem.splitlines()) == 1 and "tag !!binary is not allowed" in problem
