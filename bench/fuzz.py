@@ -283,7 +283,8 @@ def run_one(data: bytes, file: str = "fuzz.yaml", timeout: float = 0) -> Outcome
         outcome = Outcome("ok")
     except SpecError as err:
         bad = [str(p) for p in err.problems if not located(str(p), file)]
-        outcome = Outcome("unlocated", bad[0]) if bad or not err.problems else Outcome("user error")
+        unlocated = (bad or ["SpecError without problems"])[0][:150]
+        outcome = Outcome("unlocated", unlocated) if bad or not err.problems else Outcome("user error")
     except LabError as err:
         outcome = Outcome("unlocated", f"LabError without a location: {err}")
     except Exception as err:  # what the CLI reports as a bug, exit 70
@@ -362,7 +363,7 @@ def main() -> int:
     traced = f"{peak_bytes / 2**20:.1f} MiB traced per spec, " if args.trace_memory else ""
     print(f"max memory {traced}{rss_mib:.0f} MiB process max RSS")
     print(f"distinct causes: {len(causes)}")
-    for text, number in causes.most_common():
+    for text, number in causes.most_common(40):
         print(f"  {number:5d}  {text}" + (f" ({examples[text]})" if examples[text] else ""))
     return 1 if counts["crash"] or counts["unlocated"] or slow else 0
 
