@@ -401,7 +401,8 @@ def cycle(engine: Engine, lab_file: str, name: str) -> Cycle:
         left = diff(plan, observe(handle, plan))
         out.failures += [f"after reset, diff: {d}" for d in left]
     except LabError as err:
-        out.failures.append(f"{type(err).__name__}: {err}")
+        problems = "".join(f" | {problem}" for problem in err.problems[:5])  # a SpecError's located problems
+        out.failures.append(f"{type(err).__name__}: {err}{problems}")
     except Exception:
         out.failures.append("crash: " + traceback.format_exc().strip().replace("\n", " | "))
     finally:
