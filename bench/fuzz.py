@@ -76,6 +76,13 @@ def alias_bomb(levels: int = 9, width: int = 9) -> str:
     return "\n".join(lines) + "\nname: bomb\nnodes: [{name: a}]\n"
 
 
+def _parse(text: str) -> Any:
+    """A shipped lab as labbuilder reads it: `on:` is a key named "on", where yaml.safe_load makes it True."""
+    from labbuilder.spec.load import load_text
+
+    return copy.deepcopy(load_text(text, "base.yaml").data)
+
+
 def _paths(data: Any, here: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Every place in the parsed lab that holds a value (a mapping key or a list index)."""
     found = []
@@ -102,19 +109,26 @@ SIMILAR: dict[str, list[Any]] = {
 }
 
 
+def shape(value: Any) -> str:
+    """What a value looks like, so a replacement can look the same."""
+    if isinstance(value, bool) or value is None:
+        return "flag"
+    if isinstance(value, int | float):
+        return "int"
+    if not isinstance(value, str):
+        return "collection"
+    if " " in value:
+        return "text"
+    if value[:1].isdigit() and value.count(".") == 3:
+        return "cidr" if "/" in value else "ip"
+    return "ref" if "/" in value or ":" in value else "name"
+
+
 def similar(value: Any) -> list[Any]:
     """Replacements that keep the value's shape: another address for an address, another number for a number."""
-    if isinstance(value, bool) or value is None:
+    if shape(value) == "flag":
         return [not value]
-    if isinstance(value, int):
-        return SIMILAR["int"]
-    if not isinstance(value, str):
-        return VALUES
-    if "/" in value and value[:1].isdigit():
-        return SIMILAR["cidr"]
-    if value.count(".") == 3 and value[:1].isdigit():
-        return SIMILAR["ip"]
-    return SIMILAR["ref"] if "/" in value or ":" in value else SIMILAR["name"]
+    return SIMILAR.get(shape(value), VALUES)
 
 
 def _leaves(data: Any) -> list[Any]:
@@ -127,7 +141,7 @@ def _leaves(data: Any) -> list[Any]:
 
 def structural(rng: random.Random, text: str) -> str:
     """Parse the lab, change one place (or a few), dump it again; raw YAML goes in through placeholders."""
-    data = yaml.safe_load(text)
+    data = _parse(text)
     raw: dict[str, str] = {}
     for _ in range(rng.choice((1, 1, 1, 2, 3))):
         paths = _paths(data)
@@ -168,6 +182,23 @@ def structural(rng: random.Random, text: str) -> str:
     for placeholder, snippet in raw.items():
         out = out.replace(placeholder, snippet)
     return out
+
+
+def semantic(rng: random.Random, text: str) -> str:
+    """Changes the schema accepts, for the resolver: another address, range, number or name; an item twice."""
+    data = _parse(text)
+    for _ in range(rng.choice((1, 1, 2, 3))):
+        path = rng.choice(_paths(data))
+        parent, key = _parent(data, path), path[-1]
+        value = parent[key]
+        if isinstance(value, list) and value and rng.random() < 0.3:
+            value.append(copy.deepcopy(rng.choice(value)))  # two nodes, workloads, services or ports alike
+        elif isinstance(value, dict) and value and rng.random() < 0.2:
+            del value[rng.choice(list(value))]  # an optional key left out: its default applies
+        elif not isinstance(value, (dict, list)):
+            same_kind = [leaf for leaf in _leaves(data) if shape(leaf) == shape(value)]
+            parent[key] = copy.deepcopy(rng.choice(similar(value) + same_kind))
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=10_000)
 
 
 def textual(rng: random.Random, data: bytes) -> bytes:
@@ -226,15 +257,16 @@ def bombs(rng: random.Random, data: bytes) -> bytes:
 
 MUTATORS: list[tuple[str, Callable[[random.Random, bytes], bytes]]] = [
     ("structural", lambda rng, data: structural(rng, data.decode()).encode()),
+    ("semantic", lambda rng, data: semantic(rng, data.decode()).encode()),
     ("textual", textual),
     ("bombs", bombs),
 ]
 
 
 def mutate(rng: random.Random, data: bytes, kind: str = "") -> tuple[str, bytes]:
-    """One mutant of a lab file: a structural change, byte damage (1-3 times), or a bomb (`kind`, else any)."""
+    """One mutant of a lab file (`kind`, else any): a structural or semantic change, byte damage, or a bomb."""
     if not kind:
-        kind = rng.choices([name for name, _ in MUTATORS], weights=(6, 6, 1))[0]
+        kind = rng.choices([name for name, _ in MUTATORS], weights=(5, 4, 5, 1))[0]
     mutator = dict(MUTATORS)[kind]
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(20_000)  # PyYAML's dumper recurses on the deep lists made here; the loader must not
@@ -262,7 +294,7 @@ def _alarm(signum: int, frame: Any) -> None:
 @dataclass(frozen=True)
 class Outcome:
     kind: str  # "ok", "user error", "crash", "unlocated"
-    detail: str = ""  # for a crash: its cause (type and innermost frame); else the first bad message
+    detail: str = ""  # a crash's cause (type and innermost frame), the first bad message, or a user error's stage
     seconds: float = 0.0
     example: str = ""  # for a crash: its message
 
@@ -278,13 +310,16 @@ def run_one(data: bytes, file: str = "fuzz.yaml", timeout: float = 0) -> Outcome
     if timeout:
         signal.signal(signal.SIGALRM, _alarm)
         signal.setitimer(signal.ITIMER_REAL, timeout)
+    stage = "load"
     try:
-        compile_plan(build_model(load_bytes(data, file)).lab)
+        spec = load_bytes(data, file)
+        stage = "resolve"
+        compile_plan(build_model(spec).lab)
         outcome = Outcome("ok")
     except SpecError as err:
         bad = [str(p) for p in err.problems if not located(str(p), file)]
         unlocated = (bad or ["SpecError without problems"])[0][:150]
-        outcome = Outcome("unlocated", unlocated) if bad or not err.problems else Outcome("user error")
+        outcome = Outcome("unlocated", unlocated) if bad or not err.problems else Outcome("user error", stage)
     except LabError as err:
         outcome = Outcome("unlocated", f"LabError without a location: {err}")
     except Exception as err:  # what the CLI reports as a bug, exit 70
@@ -340,6 +375,7 @@ def main() -> int:
         if args.trace_memory:
             peak_bytes = max(peak_bytes, tracemalloc.get_traced_memory()[1])
         counts[outcome.kind] += 1
+        counts[f"{outcome.kind} {outcome.detail}"] += 1
         worst = max(worst, outcome.seconds)
         slow += outcome.seconds > args.max_seconds
         if outcome.kind in ("crash", "unlocated"):
@@ -355,7 +391,8 @@ def main() -> int:
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"total      {args.count}")
     print(f"ok         {counts['ok']}")
-    print(f"user error {counts['user error']}")
+    stages = f"{counts['user error load']} in load, {counts['user error resolve']} in resolve"
+    print(f"user error {counts['user error']} ({stages})")
     print(f"crashes    {counts['crash']}")
     print(f"unlocated  {counts['unlocated']}")
     print(f"slow       {slow} (over {args.max_seconds} s)")

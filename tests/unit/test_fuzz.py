@@ -1,7 +1,8 @@
 """Bad lab files never crash: mutants of every shipped lab end in `ok` or in located problems.
 
 The mutations (wrong types, huge numbers, unicode, deep nesting, duplicate keys, YAML bombs,
-invalid UTF-8, unknown tags, byte flips and truncations) come from bench/fuzz.py, which runs
+invalid UTF-8, unknown tags, byte flips and truncations, and schema-valid changes of
+addresses, ranges, names and counts for the resolver) come from bench/fuzz.py, which runs
 the same generator 10,000 times; here Hypothesis drives a bounded slice of it on every run.
 """
 
@@ -61,19 +62,25 @@ def slice_of(examples: int):  # the whole file stays at ~300 examples, a few sec
     return settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 
 
-@slice_of(130)
+@slice_of(90)
 @given(st.randoms(use_true_random=False), st.sampled_from(SHIPPED))
 def test_structural_mutants(rng, lab):
     validate(fuzz.mutate(rng, lab, "structural")[1])
 
 
-@slice_of(130)
+@slice_of(100)
+@given(st.randoms(use_true_random=False), st.sampled_from(SHIPPED))
+def test_semantic_mutants_that_reach_the_resolver(rng, lab):
+    validate(fuzz.mutate(rng, lab, "semantic")[1])
+
+
+@slice_of(80)
 @given(st.randoms(use_true_random=False), st.sampled_from(SHIPPED))
 def test_byte_level_mutants(rng, lab):
     validate(fuzz.mutate(rng, lab, "textual")[1])
 
 
-@slice_of(40)
+@slice_of(30)
 @given(st.randoms(use_true_random=False), st.sampled_from(SHIPPED))
 def test_bombs(rng, lab):
     validate(fuzz.mutate(rng, lab, "bombs")[1])
