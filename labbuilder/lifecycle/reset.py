@@ -21,6 +21,7 @@ from labbuilder.engine.runtime import Engine, LabHandle, in_threads
 from labbuilder.errors import LabError
 from labbuilder.lifecycle.diff import Difference, desired_state, diff
 from labbuilder.lifecycle.lock import lab_lock
+from labbuilder.lifecycle.ready import wait_until_serving
 from labbuilder.lifecycle.up import ensure_containers
 from labbuilder.observe.state import observe
 from labbuilder.spec.lab_file import resolve_file
@@ -72,6 +73,8 @@ def repair(handle: LabHandle, plan: Plan, differences: list[Difference]) -> None
     if ROUTER in by_key:  # its bridge holds the other ends of the nodes' uplinks: first, as in `up`
         _restore(handle, plan, ROUTER, by_key.pop(ROUTER))
     in_threads(lambda key: _restore(handle, plan, key, by_key[key]), list(by_key))
+    restarted = [key for key, found in by_key.items() if {d.kind for d in found} & {"process", "netns"}]
+    wait_until_serving(handle, plan, restarted)
 
 
 def _remove(handle: LabHandle, d: Difference) -> None:

@@ -16,6 +16,7 @@ from labbuilder.engine.apply import Applier
 from labbuilder.engine.runtime import Engine, LabHandle, churn, in_threads
 from labbuilder.errors import LabError
 from labbuilder.lifecycle.lock import lab_lock
+from labbuilder.lifecycle.ready import wait_until_serving
 from labbuilder.spec.lab_file import resolve_file
 from labbuilder.spec.load import spec_text
 from labbuilder.spec.model import Lab
@@ -77,6 +78,7 @@ def apply_plan(handle: LabHandle, plan: Plan, fresh: Sequence[str] = (), progres
     uplinks = [op for key in plan.nodes if key in fresh for op in plan.steps[key] if op.ns.container == ROUTER]
     applier.uplinks(ROUTER, uplinks)
     in_threads(one, plan.nodes)
+    wait_until_serving(handle, plan, plan.nodes)  # return a lab that answers, not one that starts
 
 
 @dataclass(frozen=True)
