@@ -1,8 +1,9 @@
-"""The instructor's commands: grade a lab with checks, start an exercise."""
+"""The instructor's commands: grade a lab with checks, start an exercise, hand out the lab's PKI."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -92,4 +93,40 @@ def exercise(lab: str, exercise_file: str) -> None:
     console.print(f"\nWhen you are done: labbuilder check {lab} --exercise {exercise_file}")
 
 
-COMMANDS: list[click.Command] = [check, exercise]
+@click.command()
+@click.argument("lab")
+@click.option("--out", "out", required=True, metavar="DIR", help="folder to write ca.pem, ca-key.pem, kubernetes*.pem")
+@click.option("--name", help="the PKI of a copy of the lab under another name (`up --name`)")
+@user_errors
+def pki(lab: str, out: str, name: str | None) -> None:
+    """Write LAB's CA and apiserver certificate, as KTHW's "Provisioning a CA" makes them.
+
+    LAB is a lab file, a shipped lab name, or the name of a running lab. The files are the ones
+    every node holds in /var/lib/kubernetes (plus the CA's key, which no node holds): the same
+    lab name always gives the same bytes, so they match a lab that is up. Keys are written 0600.
+
+    \b
+    Examples:
+      labbuilder pki kthw --out pki/
+      openssl x509 -in pki/kubernetes.pem -noout -ext subjectAltName
+      docker exec kthw-router curl --cacert /var/lib/kubernetes/ca.pem https://10.240.0.10:6443/version
+    """
+    from labbuilder.cli.see import load_lab
+    from labbuilder.compile.pki import lab_pki
+
+    model, _ = load_lab(lab, name)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    for file, text in lab_pki(model).files().items():
+        path = folder / file
+        mode = 0o600 if file.endswith("-key.pem") else 0o644
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)  # a key is never readable by others
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        console.print(f"wrote {path}")
+    ca, cert = folder / "ca.pem", folder / "kubernetes.pem"
+    console.print(f"the PKI of lab {model.name}; check it: openssl verify -CAfile {ca} {cert}")
+
+
+COMMANDS: list[click.Command] = [check, exercise, pki]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from labbuilder.compile import kubelet
+from labbuilder.compile import kubelet, pki
 from labbuilder.compile.cni import mode_for
 from labbuilder.compile.kubeproxy import kube_proxy_tables
 from labbuilder.compile.netfilter import Restore
@@ -100,6 +100,7 @@ def node_steps(lab: Lab, node: Node, proxy: Restore) -> list[Op]:
     return [
         *mode.links(lab, node),
         Iptables(Ns(node.name), proxy.render(mode.masquerade(lab, node))),
+        *pki.node_files(lab, node.name),
         *kubelet.resolv_files(lab, node),
         *kubelet.pod_processes(lab, node),
     ]
@@ -116,7 +117,7 @@ def router_steps(lab: Lab) -> list[Op]:
     ]
     if mode_for(lab).router_routes(lab):
         ops += [Route(ns, str(n.pod_cidr), via=str(n.ip)) for n in lab.nodes if n.pod_cidr is not None]
-    return ops
+    return [*ops, *pki.router_files(lab, ROUTER)]
 
 
 def uplink_steps(lab: Lab, node: Node) -> list[Op]:

@@ -19,6 +19,7 @@ import pytest
 from labbuilder.compile.cni import mode_for, ptp, vxlan
 from labbuilder.compile.netfilter import parse_save
 from labbuilder.compile.ops import ROUTER, AddNetns, Bridge, Iptables, Op, Route, Veth, WriteFile
+from labbuilder.compile.pki import lab_pki
 from labbuilder.compile.plan import Plan, compile_plan
 from labbuilder.resources import labs_dir
 from labbuilder.spec.load import load, load_text
@@ -93,6 +94,7 @@ def test_hostgw_routes_are_on_every_node_and_none_in_the_router():
         "ip link add lab0 mtu 1500 type bridge",
         "ip addr add 10.240.0.1/24 dev lab0",
         "ip link set lab0 up",
+        f"cat > /var/lib/kubernetes/ca.pem <<'EOF'\n{lab_pki(plan.lab).ca.rstrip()}\nEOF",  # the workstation's CA
     ]
     assert node_routes(plan, "worker-0") == [
         "ip route replace default via 10.240.0.1 dev eth0",
@@ -121,8 +123,11 @@ def test_hostgw_keeps_the_bridge_plugin_datapath():
     mask = re.compile(
         r"cni-[0-9a-f-]{36}|veth[0-9a-f]{8}|[0-9a-f]{64}|CNI-[0-9a-f]{24}|[a-z]+-[a-z0-9]{10}-[a-z0-9]{5}"
     )
-    ours = [mask.sub("X", line) for line in describe(plan, "worker-0") if line not in strip]
-    theirs = [mask.sub("X", line) for line in describe(kthw, "worker-0")]
+    # The certificates differ too: each lab has its own CA.
+    ours = [
+        mask.sub("X", line) for line in describe(plan, "worker-0") if line not in strip and "-----BEGIN" not in line
+    ]
+    theirs = [mask.sub("X", line) for line in describe(kthw, "worker-0") if "-----BEGIN" not in line]
     assert ours == theirs
 
 
@@ -197,7 +202,12 @@ def test_ptp_control_plane_runs_pods_with_a_host_route_each():
         for op in plan.steps["control-plane"]
         if isinstance(op, WriteFile) and op.path == "/etc/labbuilder/podserver.json"
     )
-    assert {"name": "control-plane", "ip": "172.18.0.3", "netns": None, "tcp": [6443]} in served
+    [apiserver] = [entry for entry in served if entry["name"] == "control-plane"]
+    assert (apiserver["ip"], apiserver["netns"], apiserver["tcp"]) == ("172.18.0.3", None, [6443])
+    assert apiserver["tls"] == {
+        "cert": "/var/lib/kubernetes/kubernetes.pem",
+        "key": "/var/lib/kubernetes/kubernetes-key.pem",
+    }
     assert "podserver --config /etc/labbuilder/podserver.json &" in describe(plan, "control-plane")
 
 
