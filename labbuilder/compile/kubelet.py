@@ -4,7 +4,8 @@
 - the pod's containers: a server answering on the pod's ports (pod name, pod IP, the client
   address it saw), or for the cluster DNS pod, dnsmasq answering for every service;
 - the pod's `resolv.conf` (ip netns exec bind-mounts `/etc/netns/<netns>/resolv.conf`);
-- node-level servers: the apiserver port :6443 on controllers.
+- node-level servers: the apiserver port :6443 on controllers, speaking TLS with the lab's
+  `kubernetes` certificate (compile/pki.py) and answering as kube-apiserver does an anonymous user.
 
 Every server of a node — its pods' and its own — is one `podserver` process that opens each
 pod's sockets inside that pod's netns: one interpreter per node instead of one per pod, and
@@ -13,13 +14,15 @@ pod's sockets inside that pod's netns: one interpreter per node instead of one p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 from dataclasses import dataclass
 
+from labbuilder.compile import pki
 from labbuilder.compile.ops import Ns, Op, Process, WriteFile
-from labbuilder.compile.paths import PID_DIR, PODSERVER_CONF, pidfile
-from labbuilder.spec.model import Lab, Node, Pod
+from labbuilder.compile.paths import DNSMASQ_CONF, PID_DIR, PODSERVER_CONF, pidfile
+from labbuilder.spec.model import Lab, Node, Pod, Service
 
 METRICS_PORT = 9153  # CoreDNS's metrics: the DNS pod's second container, answered like any pod port
 
@@ -50,8 +53,33 @@ def pod_containers(node: Node, pod: Pod) -> list[PodContainer]:
     return []
 
 
-def podserver_config(node: Node) -> list[dict[str, object]]:
-    """What the node's podserver serves: each pod's ports in its netns, and the node's own."""
+# What kube-apiserver's /version says beyond gitVersion. The lab builds nothing, so the commit is a
+# hash of the version (40 hex, like a git commit, the same for the same version) and the build date
+# and Go version are fixed: those of v1.33.0, the default.
+BUILD_DATE = "2025-04-23T00:00:00Z"
+GO_VERSION = "go1.24.2"
+
+
+def apiserver_version(lab: Lab) -> dict[str, str]:
+    """The JSON `GET /version` answers, shaped like kube-apiserver's (k8s.io/apimachinery version.Info)."""
+    git_version = lab.cluster.version
+    major, minor = git_version.removeprefix("v").split("-")[0].split("+")[0].split(".")[:2]
+    return {
+        "major": major,
+        "minor": minor,
+        "gitVersion": git_version,
+        "gitCommit": hashlib.sha1(f"kubernetes {git_version}".encode()).hexdigest(),
+        "gitTreeState": "clean",
+        "buildDate": BUILD_DATE,
+        "goVersion": GO_VERSION,
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    }
+
+
+def podserver_config(lab: Lab, node: Node) -> list[dict[str, object]]:
+    """What the node's podserver serves: each pod's ports in its netns (plain), and the node's own
+    (a controller's :6443: TLS with the `kubernetes` certificate, answering as the apiserver)."""
     served: list[dict[str, object]] = []
     for pod in node.pods:
         ports = [port for c in pod_containers(node, pod) if not c.own_process for port in c.ports]
@@ -60,7 +88,16 @@ def podserver_config(node: Node) -> list[dict[str, object]]:
             udp = [p for proto, p in ports if proto == "udp"]
             served.append({"name": pod.name, "ip": str(pod.ip), "netns": pod.netns, "tcp": tcp, "udp": udp})
     if node.listen_ports:
-        served.append({"name": node.name, "ip": str(node.ip), "netns": None, "tcp": list(node.listen_ports)})
+        served.append(
+            {
+                "name": node.name,
+                "ip": str(node.ip),
+                "netns": None,
+                "tcp": list(node.listen_ports),
+                "tls": {"cert": pki.KUBERNETES_PEM, "key": pki.KUBERNETES_KEY},
+                "apiserver": {"version": apiserver_version(lab)},
+            }
+        )
     return served
 
 
@@ -70,8 +107,9 @@ def pod_processes(lab: Lab, node: Node) -> list[Op]:
         ns = Ns(node.name, pod.netns)
         ops.append(Process(ns, f"{pod.name}.pause", ("/pause", "infinity")))
         if pod.app == "dns":
+            ops.append(WriteFile(Ns(node.name), DNSMASQ_CONF, dnsmasq_conf(lab)))
             ops.append(Process(ns, f"{pod.name}.dns", dnsmasq_argv(lab)))
-    served = podserver_config(node)
+    served = podserver_config(lab, node)
     if served:
         here = Ns(node.name)
         ops.append(WriteFile(here, PODSERVER_CONF, json.dumps(served, indent=1) + "\n"))
@@ -79,9 +117,15 @@ def pod_processes(lab: Lab, node: Node) -> list[Op]:
     return ops
 
 
+DNS_TTL = 5  # seconds, CoreDNS's kubernetes plugin default
+
+
 def dnsmasq_argv(lab: Lab) -> tuple[str, ...]:
-    """dnsmasq as the cluster DNS: an A record per service, nothing forwarded out of the lab."""
-    argv = [
+    """dnsmasq as the cluster DNS: authoritative for the cluster domain (an unknown name there is
+    NXDOMAIN), nothing forwarded out of the lab; the records are in DNSMASQ_CONF (`dns_records`),
+    a file rather than arguments, as they grow with the lab's pods and one argument of a process is
+    at most 128 KiB."""
+    return (
         "dnsmasq",
         "--keep-in-foreground",
         "--no-resolv",
@@ -90,10 +134,59 @@ def dnsmasq_argv(lab: Lab) -> tuple[str, ...]:
         "--pid-file=",
         "--port=53",
         f"--local=/{lab.cluster.domain}/",
-    ]
-    for svc in lab.services:
-        argv.append(f"--host-record={svc.name}.{svc.namespace}.svc.{lab.cluster.domain},{svc.cluster_ip}")
-    return tuple(argv)
+        f"--local-ttl={DNS_TTL}",
+        f"--conf-file={DNSMASQ_CONF}",
+    )
+
+
+def dashed(ip: object) -> str:
+    """10.200.0.2 → 10-200-0-2: how CoreDNS names a pod, or an endpoint without a hostname."""
+    return str(ip).replace(".", "-")
+
+
+def _srv_weight(count: int) -> int:
+    """CoreDNS's SRV weight: each of `count` records of one priority gets floor(100 / count)."""
+    return 100 // count if count else 100
+
+
+def service_records(lab: Lab, svc: Service) -> list[str]:
+    """A service's records as CoreDNS's kubernetes plugin answers them.
+
+    ClusterIP: `svc.ns.svc.DOMAIN` A → the ClusterIP; `_port._proto.svc.ns.svc.DOMAIN` SRV → that
+    name and the port, per named port. Headless (clusterIP: None): `svc.ns.svc.DOMAIN` A → every
+    endpoint's pod IP, each endpoint also `a-b-c-d.svc.ns.svc.DOMAIN`, and one SRV per endpoint.
+    """
+    name = f"{svc.name}.{svc.namespace}.svc.{lab.cluster.domain}"
+    if svc.cluster_ip is not None:
+        lines = [f"host-record={name},{svc.cluster_ip}"]
+        for port in svc.ports:
+            if port.name:
+                srv = f"_{port.name}._{port.protocol.lower()}.{name}"
+                lines.append(f"srv-host={srv},{name},{port.port},0,{_srv_weight(1)}")
+        return lines
+    endpoints = {e.ip: e for eps in svc.endpoints.values() for e in eps}
+    lines = [f"host-record={name},{ip}" for ip in sorted(endpoints)]
+    lines += [f"host-record={dashed(ip)}.{name},{ip}" for ip in sorted(endpoints)]
+    for port in svc.ports:
+        if not port.name:
+            continue
+        eps = svc.endpoints.get(port.name, ())
+        srv = f"_{port.name}._{port.protocol.lower()}.{name}"
+        lines += [f"srv-host={srv},{dashed(e.ip)}.{name},{e.port},0,{_srv_weight(len(eps))}" for e in eps]
+    return lines
+
+
+def dns_records(lab: Lab) -> list[str]:
+    """Every record of the cluster DNS, as dnsmasq options: the services', then a record per pod
+    (`a-b-c-d.ns.pod.DOMAIN` A → a.b.c.d, CoreDNS's `pods` records)."""
+    lines = [line for svc in lab.services for line in service_records(lab, svc)]
+    lines += [f"host-record={dashed(pod.ip)}.{pod.namespace}.pod.{lab.cluster.domain},{pod.ip}" for pod in lab.pods]
+    return lines
+
+
+def dnsmasq_conf(lab: Lab) -> str:
+    head = "# The cluster DNS's records, as CoreDNS's kubernetes plugin answers (written by labbuilder)\n"
+    return head + "\n".join(dns_records(lab)) + "\n"
 
 
 def resolv_conf(lab: Lab, pod: Pod) -> str:

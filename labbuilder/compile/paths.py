@@ -8,6 +8,7 @@ PID_DIR = f"{STATE_DIR}/pids"  # one pidfile per process it started, named after
 RULES_FILE = f"{STATE_DIR}/iptables.rules"  # the iptables-restore payload last applied
 BUILD_SCRIPT = f"{STATE_DIR}/build.sh"  # what a fresh container ran to make its plan true
 PODSERVER_CONF = "/etc/labbuilder/podserver.json"  # the pods a node's podserver answers for
+DNSMASQ_CONF = "/etc/labbuilder/dnsmasq.conf"  # the cluster DNS's records, in the DNS pod's node
 SPEC_COPY = "/etc/labbuilder/lab.yaml"  # inside the router: lets status/get/reset work without the file
 
 

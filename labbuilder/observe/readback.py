@@ -201,6 +201,13 @@ def _lab_service_view(
     lab: Lab, svc: Service, rules: dict[PortKey, ServicePortRules], node: str, warnings: list[str]
 ) -> ServiceView:
     """A service of the lab as the rules program it; its ports without rules keep the plan's values."""
+    if svc.headless:  # kube-proxy never programs one: its endpoints are the lab's, as DNS answers them
+        headless = []
+        for p in svc.ports:
+            found = svc.endpoints.get(p.name or str(p.port), ())
+            views = tuple(_endpoint_view(lab, f"{e.ip}:{e.port}") for e in found)
+            headless.append(PortView(p.name, p.protocol, p.port, p.target_port, None, views))
+        return ServiceView(svc.namespace, svc.name, "ClusterIP", "None", tuple(headless), svc.selector, False)
     ports = []
     ips = set()
     for port in svc.ports:

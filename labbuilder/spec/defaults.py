@@ -23,6 +23,7 @@ DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
             "serviceCIDR": "10.32.0.0/24",
             "domain": "cluster.local",
             "dns": True,
+            "version": "v1.33.0",  # what the apiservers' /version answers
         },
         "cni": {
             "mode": "bridge",
@@ -44,6 +45,7 @@ DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
         },
         "services.*.ports.*": {"protocol": "TCP"},
         "checks.*": {"expect": "reach"},
+        "checks.*.http": {"path": "/", "status": 200},
     }
 )
 

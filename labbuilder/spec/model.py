@@ -40,6 +40,7 @@ class Cluster:
     dns_ip: IPv4Address
     domain: str = "cluster.local"
     dns: bool = True  # run a DNS pod behind kube-system/kube-dns at dns_ip
+    version: str = "v1.33.0"  # the gitVersion the apiserver's /version answers
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ class Service:
     name: str
     namespace: str
     type: ServiceType
-    cluster_ip: IPv4Address
+    cluster_ip: IPv4Address | None  # None: a headless service (`clusterIP: None`), DNS only
     ports: tuple[ServicePort, ...]
     selector: dict[str, str]
     # Endpoints per port name, in the order kube-proxy sorts them.
@@ -131,6 +132,23 @@ class Service:
     @property
     def ref(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def headless(self) -> bool:
+        """No ClusterIP: kube-proxy leaves it alone, DNS answers with its endpoints' addresses."""
+        return self.cluster_ip is None
+
+
+@dataclass(frozen=True)
+class HttpCheck:
+    """An HTTP(S) request a check makes with curl, and the answer it expects."""
+
+    path: str = "/"
+    status: int = 200
+    tls: bool = False  # https
+    ca: Literal["lab"] | None = None  # verify with the lab's CA (its path in the node); None with tls: -k
+    host: str | None = None  # the name to dial instead of the target's address (resolved by the source)
+    contains: str | None = None  # a text the body must hold
 
 
 @dataclass(frozen=True)
@@ -148,6 +166,7 @@ class Check:
     route: str | None = None
     dns: str | None = None
     answer: str | None = None
+    http: HttpCheck | None = None  # a reach check that also makes this request
 
 
 @dataclass(frozen=True)

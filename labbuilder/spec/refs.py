@@ -185,6 +185,11 @@ def target(lab: Lab, ref: str) -> Target:
     head, slash, rest = base.partition("/")
     if slash and _KINDS.get(head) == "service":
         svc = service(lab, rest)
+        if svc.cluster_ip is None:
+            raise RefError(
+                f"service {svc.ref} is headless (clusterIP: None): it has no address to send to",
+                hint="name one of its pods, or check its name with `dns:`",
+            )
         chosen = next((p for p in svc.ports if port in (None, p.port)), None)
         if port is None and proto != "icmp" and chosen is not None:
             port = chosen.port

@@ -150,7 +150,7 @@ class _Resolver:
         dns_ip = self.dns_ip(cfg, svc_net) if svc_net is not None else None
         if pod_net is None or svc_net is None or dns_ip is None:
             return None
-        return Cluster(pod_net, mask, svc_net, dns_ip, cfg["domain"], cfg["dns"])
+        return Cluster(pod_net, mask, svc_net, dns_ip, cfg["domain"], cfg["dns"], cfg["version"])
 
     def dns_ip(self, cfg: dict[str, Any], svc: IPv4Network) -> IPv4Address | None:
         """kubeadm's: default/kubernetes takes the first address of serviceCIDR, the DNS the tenth or dnsIP."""
@@ -435,9 +435,18 @@ class _Resolver:
         """Built-in services first (kubernetes, kube-dns), then the file's, clusterIPs checked and allocated."""
         entries = self.service_entries(cluster)
         taken: dict[IPv4Address, str] = {}
-        given: dict[int, IPv4Address] = {}
+        given: dict[int, IPv4Address | None] = {}
         for i, (path, s) in enumerate(entries):
             if "clusterIP" not in s:
+                continue
+            if s["clusterIP"] == "None":  # headless: no address, no kube-proxy rules, DNS only
+                given[i] = None
+                if s["type"] == "NodePort":
+                    self.error(
+                        (*path, "clusterIP"),
+                        "clusterIP may not be None for a NodePort service",
+                        "use type: ClusterIP for a headless service",
+                    )
                 continue
             ip = self.address((*path, "clusterIP"), s["clusterIP"])
             if ip is None:
@@ -554,7 +563,7 @@ class _Resolver:
                 entries.append((("services", i), s))
         return entries
 
-    def service(self, path: Path_, s: dict[str, Any], ip: IPv4Address, pods: list[Pod]) -> Service:
+    def service(self, path: Path_, s: dict[str, Any], ip: IPv4Address | None, pods: list[Pod]) -> Service:
         selector: dict[str, str] = s.get("selector", {})
         given = [defaults.of("services.*.ports.*", p) for p in s["ports"]]
         ports = tuple(

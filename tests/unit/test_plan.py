@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 from labbuilder.compile.cni.bridge import masq_chain
+from labbuilder.compile.kubelet import apiserver_version
 from labbuilder.compile.ops import ROUTER, AddNetns, Iptables, Route, Veth, WriteFile
+from labbuilder.compile.pki import lab_pki
 from labbuilder.compile.plan import compile_plan
 from labbuilder.spec.addressing import hashed_mac
 from labbuilder.spec.load import load
@@ -29,6 +31,7 @@ def test_router_holds_the_gateway_and_the_vpc_routes():
         "ip route replace 10.200.0.0/24 via 10.240.0.20",
         "ip route replace 10.200.1.0/24 via 10.240.0.21",
         "ip route replace 10.200.2.0/24 via 10.240.0.22",
+        f"cat > /var/lib/kubernetes/ca.pem <<'EOF'\n{lab_pki(plan.lab).ca.rstrip()}\nEOF",  # KTHW's workstation
     ]
 
 
@@ -107,7 +110,19 @@ def test_controllers_run_no_pods_and_serve_the_apiserver_port():
     served = next(
         json.loads(op.content) for op in ops if isinstance(op, WriteFile) and op.path.endswith("podserver.json")
     )
-    assert served == [{"name": "controller-0", "ip": "10.240.0.10", "netns": None, "tcp": [6443]}]
+    assert served == [
+        {
+            "name": "controller-0",
+            "ip": "10.240.0.10",
+            "netns": None,
+            "tcp": [6443],
+            "tls": {"cert": "/var/lib/kubernetes/kubernetes.pem", "key": "/var/lib/kubernetes/kubernetes-key.pem"},
+            "apiserver": {"version": apiserver_version(plan.lab)},
+        }
+    ]
+    assert apiserver_version(plan.lab)["gitVersion"] == "v1.33.0"
+    files = {op.path: op.content for op in ops if isinstance(op, WriteFile)}
+    assert files["/var/lib/kubernetes/kubernetes.pem"] == lab_pki(plan.lab).cert
 
 
 def test_nothing_is_planned_outside_the_lab_namespaces():

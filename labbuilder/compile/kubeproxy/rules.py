@@ -98,6 +98,8 @@ def kube_proxy_tables(lab: Lab, node: Node | None = None) -> list[Table]:
         filt.add(FORWARD, f"{comment('kubernetes forwarding conntrack rule')} {established}")
 
     for svc in lab.services:
+        if svc.headless:  # kube-proxy skips services without a ClusterIP; DNS alone serves them
+            continue
         for port in svc.ports:
             _service_port(nat, filt, svc, port, style, cluster_cidr)
 
