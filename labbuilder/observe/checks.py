@@ -1,4 +1,5 @@
-"""Declarative checks on a running lab: reach / no-reach, routes, DNS answers, NAT seen in conntrack.
+"""Declarative checks on a running lab: reach / no-reach, routes, DNS answers, NAT seen in conntrack,
+HTTP(S) answers (curl in the source's namespace; `tls: {ca: lab}` verifies with the lab's CA).
 
 A check is resolved against the lab model into a `Probe` (pure: which container, which netns,
 which command, how to judge its output), then run with `docker exec`. Checks run in parallel.
@@ -14,10 +15,11 @@ from typing import Any
 from xml.etree import ElementTree
 
 from labbuilder.compile.ops import Ns
+from labbuilder.compile.pki import CA_PEM
 from labbuilder.engine.runtime import LabHandle
 from labbuilder.spec import refs
 from labbuilder.spec.checks import probe_target
-from labbuilder.spec.model import Check, Lab
+from labbuilder.spec.model import Check, HttpCheck, Lab
 from labbuilder.spec.refs import Place
 
 PROBE_TIMEOUT = 3  # seconds a reach probe waits
@@ -52,11 +54,22 @@ def probe_for(lab: Lab, check: Check) -> Probe:
         )
     source = refs.place(lab, check.source or "")
     if check.dns is not None:
-        answer = check.answer or _service_answer(lab, check.dns)
+        answers = (check.answer,) if check.answer else _expected_answers(lab, check.dns)
         return Probe(
-            check, source, ("getent", "hosts", check.dns), f"{source.ref}: resolve {check.dns}", _judge_dns(answer)
+            check, source, ("getent", "hosts", check.dns), f"{source.ref}: resolve {check.dns}", _judge_dns(answers)
         )
     to, protocol, port = probe_target(lab, check)
+    if check.http is not None:
+        http = check.http
+        url = f"{'https' if http.tls else 'http'}://{http.host or to.ip}:{port}{http.path}"
+        argv = curl_argv(http, url)
+        description = f"{source.ref} → {to.ref} (GET {url}) HTTP {http.status}"
+        if check.expect == "no-reach":
+            description = f"{source.ref} → {to.ref} (GET {url}) no answer"
+        follow_up = ("conntrack", "-L", "-p", "tcp", "-d", str(to.ip)) if check.nat else None
+        if check.nat:
+            description += f", {check.nat} seen"
+        return Probe(check, source, argv, description, _judge_http(check.expect, http), follow_up)
     argv = {
         "icmp": ("ping", "-c", "1", "-W", str(PROBE_TIMEOUT), str(to.ip)),
         "tcp": ("nc", "-z", "-w", str(PROBE_TIMEOUT), str(to.ip), str(port)),
@@ -72,13 +85,55 @@ def probe_for(lab: Lab, check: Check) -> Probe:
     return Probe(check, source, argv, description, _judge_reach(check.expect, protocol), follow_up)
 
 
-def _service_answer(lab: Lab, name: str) -> str | None:
-    short = name.removesuffix(f".svc.{lab.cluster.domain}").removesuffix(".svc")
+HTTP_MARK = "@http "  # curl's -w line after the body: the status it got (000: no answer)
+
+
+def curl_argv(http: HttpCheck, url: str) -> tuple[str, ...]:
+    """curl as a learner would type it: `--cacert` the lab's CA (its path in every node), or `-k`."""
+    tls: tuple[str, ...] = ()
+    if http.tls:
+        tls = ("--cacert", CA_PEM) if http.ca == "lab" else ("-k",)
+    body = () if http.contains else ("-o", "/dev/null")
+    timing = ("--max-time", str(PROBE_TIMEOUT))
+    return ("curl", "-sS", *timing, *tls, *body, "-w", f"\n{HTTP_MARK}%{{http_code}}\n", url)
+
+
+def _judge_http(expect: str, http: HttpCheck) -> Callable[[int, str], tuple[bool, str]]:
+    def judge(code: int, output: str) -> tuple[bool, str]:
+        body, _, rest = output.rpartition(f"\n{HTTP_MARK}")
+        status = rest.split()[0] if rest.split() else "000"
+        error = next((line.strip() for line in output.splitlines() if line.startswith("curl: (")), "")
+        if status == "000":
+            return expect == "no-reach", f"no answer: {error}" if error else "no answer"
+        if expect == "no-reach":
+            return False, f"answered HTTP {status}"
+        if status != str(http.status):
+            return False, f"HTTP {status}, expected {http.status}"
+        if http.contains and http.contains not in body:
+            return False, f"HTTP {status}, the body lacks {http.contains!r}"
+        return True, f"HTTP {status}" + (f", body holds {http.contains!r}" if http.contains else "")
+
+    return judge
+
+
+POD_RECORD = re.compile(r"(\d{1,3})-(\d{1,3})-(\d{1,3})-(\d{1,3})\.[a-z0-9-]+\.pod\.")
+
+
+def _expected_answers(lab: Lab, name: str) -> tuple[str, ...]:
+    """What a name of the cluster resolves to: a service's ClusterIP, a headless service's pod IPs,
+    the address a pod record spells; () for a name the lab does not know (any answer will do)."""
+    domain = lab.cluster.domain
+    pod_record = POD_RECORD.match(name)
+    if pod_record and name.endswith(f".pod.{domain}"):
+        return (".".join(pod_record.groups()),)
+    short = name.removesuffix(f".svc.{domain}").removesuffix(".svc")
     parts = short.split(".")
     for svc in lab.services:
         if parts[0] == svc.name and (len(parts) == 1 or parts[1] == svc.namespace):
-            return str(svc.cluster_ip)
-    return None
+            if svc.cluster_ip is None:
+                return tuple(sorted({str(e.ip) for eps in svc.endpoints.values() for e in eps}))
+            return (str(svc.cluster_ip),)
+    return ()
 
 
 def _judge_reach(expect: str, protocol: str) -> Callable[[int, str], tuple[bool, str]]:
@@ -102,12 +157,14 @@ def _judge_route(route: str) -> Callable[[int, str], tuple[bool, str]]:
     return judge
 
 
-def _judge_dns(answer: str | None) -> Callable[[int, str], tuple[bool, str]]:
+def _judge_dns(answers: tuple[str, ...]) -> Callable[[int, str], tuple[bool, str]]:
+    expected = " or ".join(answers)
+
     def judge(code: int, output: str) -> tuple[bool, str]:
         got = output.split()[0] if code == 0 and output.split() else None
         if got is None:
             return False, "no answer"
-        return (answer is None or got == answer), f"answered {got}" + (f", expected {answer}" if answer else "")
+        return (not answers or got in answers), f"answered {got}" + (f", expected {expected}" if answers else "")
 
     return judge
 
@@ -156,7 +213,8 @@ def run_probe(probe: Probe, exec_in: Exec, lab: Lab) -> Result:
     if passed and probe.follow_up and probe.check.nat:
         _, conntrack = exec_in(replace(probe.place, netns=None), probe.follow_up)  # the node's conntrack
         passed, detail = judge_nat(probe.check.nat, conntrack, probe.place.ip)
-    kind = "route" if probe.check.route else ("dns" if probe.check.dns else ("nat" if probe.check.nat else "reach"))
+    check = probe.check
+    kind = "route" if check.route else "dns" if check.dns else "nat" if check.nat else "http" if check.http else "reach"
     return Result(probe.check.name, kind, probe.description, passed, detail)
 
 

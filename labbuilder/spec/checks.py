@@ -2,7 +2,7 @@
 
 Resolution is the refs grammar's (spec/refs.py); building and running the probes is
 observe/checks.py's. A check names what it tests: a `route` on a place, a `dns` name from a
-place, or reach from a place to a target.
+place, or reach from a place to a target — with `http:`, an HTTP(S) request answered with a status.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from labbuilder.spec import defaults, refs
-from labbuilder.spec.model import Check, Lab
+from labbuilder.spec.model import Check, HttpCheck, Lab
 from labbuilder.spec.refs import RefError, Target
 
 
@@ -29,6 +29,20 @@ def check_from_spec(given: dict[str, Any], index: int) -> Check:
         item.get("route"),
         item.get("dns"),
         item.get("answer"),
+        _http(item["http"]) if "http" in item else None,
+    )
+
+
+def _http(given: dict[str, Any]) -> HttpCheck:
+    item = defaults.of("checks.*.http", given)
+    tls = item.get("tls")
+    return HttpCheck(
+        item["path"],
+        item["status"],
+        tls is not None,
+        tls.get("ca") if tls else None,
+        item.get("host"),
+        item.get("contains"),
     )
 
 
@@ -38,7 +52,8 @@ def _default_name(item: dict[str, Any], index: int) -> str:
     if "dns" in item:
         return f"dns {item['dns']}"
     if "from" in item or "to" in item:
-        return f"{item.get('from', '?')} → {item.get('to', '?')}"
+        path = f" {item['http'].get('path', '/')}" if isinstance(item.get("http"), dict) else ""
+        return f"{item.get('from', '?')} → {item.get('to', '?')}{path}"
     return f"check {index + 1}"
 
 
@@ -46,7 +61,9 @@ def probe_target(lab: Lab, check: Check) -> tuple[Target, str, int | None]:
     """Where a reach check goes: the target, its protocol and port (None for ICMP)."""
     to = refs.target(lab, check.target or "")
     port = check.port or (None if to.protocol == "icmp" else to.port)
-    protocol = check.protocol or to.protocol or ("tcp" if port else "icmp")
+    if port is None and check.http is not None and to.protocol != "icmp":
+        port = 443 if check.http.tls else 80  # an address without a port: the scheme's, as curl dials
+    protocol = check.protocol or to.protocol or ("tcp" if port or check.http else "icmp")
     if protocol != "icmp" and port is None:
         raise RefError(f"{to.ref} has no port to probe", hint="add port: N, or protocol: icmp")
     return to, protocol, None if protocol == "icmp" else port
@@ -65,4 +82,6 @@ def validate_check(lab: Lab, check: Check) -> None:
     if check.dns is None:
         if check.target is None:
             raise RefError("a reach check needs `to:`", hint="to: service/NAME, pod/NAME, node/NAME or IP:PORT")
-        probe_target(lab, check)
+        _, protocol, _ = probe_target(lab, check)
+        if check.http is not None and protocol != "tcp":
+            raise RefError(f"an http check goes over tcp, not {protocol}", hint="leave protocol out, or use tcp")
