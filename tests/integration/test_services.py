@@ -30,8 +30,8 @@ def apiservers(host_before) -> Iterator[str]:
     yield from bring_up(str(ROOT / "labs/apiservers.yaml"), "apiservers")
 
 
-def curl(container: str, netns: str | None, url: str) -> re.Match[str]:
-    argv = ["curl", "-s", "-m", "3", url]
+def curl(container: str, netns: str | None, url: str, *options: str) -> re.Match[str]:
+    argv = ["curl", "-s", "-m", "3", *options, url]
     out = pod_exec(container, netns, *argv) if netns else dexec(container, *argv)
     match = BODY.search(out)
     assert match, f"no answer from {url}: {out!r}"
@@ -115,7 +115,9 @@ def test_kubernetes_service_with_client_ip_affinity_sticks_to_one_apiserver(apis
     assert "--probability 0.33332999982" in saved and "--probability 0.50000000000" in saved
     assert "-j DNAT --to-destination 172.16.0.11:6443" in saved
     client = APISERVERS.node("worker-0").pods[0]
-    answers = {curl("apiservers-worker-0", client.netns, "http://192.168.255.1:443/").group(1) for _ in range(12)}
+    # The apiservers speak TLS; their X-Labbuilder-Server header says which one answered.
+    url = "https://192.168.255.1/healthz"
+    answers = {curl("apiservers-worker-0", client.netns, url, "-k", "-D", "-").group(1) for _ in range(12)}
     assert len(answers) == 1 and answers.pop().startswith("controller-")
     ping = pod_exec("apiservers-worker-0", client.netns, "ping", "-c", "1", "-W", "1", "192.168.255.1", check=False)
     assert "0 received" in ping
