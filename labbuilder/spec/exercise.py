@@ -18,7 +18,7 @@ from typing import Any
 from labbuilder.errors import LabError, SpecError
 from labbuilder.spec import refs
 from labbuilder.spec.checks import check_from_spec, validate_check
-from labbuilder.spec.load import lab_schema, load_text
+from labbuilder.spec.load import lab_schema, load_bytes
 from labbuilder.spec.model import Check, Lab
 
 
@@ -67,10 +67,10 @@ def exercise_schema() -> dict[str, Any]:
 def load_exercise(path: str, lab: Lab) -> Exercise:
     """Load and check an exercise against the running lab; names must exist in it."""
     try:
-        text = Path(path).read_text()
+        data = Path(path).read_bytes()
     except OSError as err:
         raise LabError(f"{path}: cannot read: {err.strerror}") from None
-    spec = load_text(text, path, exercise_schema())
+    spec = load_bytes(data, path, exercise_schema())  # the lab file's limits and located errors
     problems = []
     checks = []
     for i, item in enumerate(spec.data["checks"]):

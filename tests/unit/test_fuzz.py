@@ -118,3 +118,20 @@ def test_validate_on_the_command_line_exits_1_with_located_lines(name, tmp_path:
     assert "Traceback" not in result.output and "internal error" not in result.output
     lines = result.stderr.splitlines()
     assert lines and all(fuzz.located(line, str(path)) for line in lines), result.stderr
+
+
+def test_an_exercise_file_that_is_not_text_is_a_located_error(tmp_path):
+    """Exercise files go through the lab file's loader: the same limits, the same located errors."""
+    from labbuilder.errors import SpecError
+    from labbuilder.spec.exercise import load_exercise
+    from labbuilder.spec.lab_file import resolve_file
+
+    lab = resolve_file("kthw")[1].lab
+    bad = tmp_path / "ex.yaml"
+    bad.write_bytes(b"title: broken\n\xff\xfe checks: []\n")
+    try:
+        load_exercise(str(bad), lab)
+    except SpecError as err:
+        assert err.problems and all(str(bad) in str(p) and ":2:" in str(p) for p in err.problems), err.problems
+    else:
+        raise AssertionError("a file that is not UTF-8 was accepted")
