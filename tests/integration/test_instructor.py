@@ -25,12 +25,12 @@ def lab(host_before) -> Iterator[str]:
 def test_the_shipped_checks_pass_on_a_fresh_lab(lab, tmp_path: Path):
     junit = tmp_path / "grades.xml"
     result = labbuilder("check", lab, "--junit", str(junit))
-    assert "8 passed, 0 failed" in result.stdout
+    assert "11 passed, 0 failed" in result.stdout
     suite = ElementTree.parse(junit).getroot()
-    assert (suite.get("tests"), suite.get("failures")) == ("8", "0")
+    assert (suite.get("tests"), suite.get("failures")) == ("11", "0")
     as_json = json.loads(labbuilder("check", lab, "-o", "json").stdout)
-    assert len(as_json) == 8 and all(r["passed"] for r in as_json)
-    assert {r["kind"] for r in as_json} == {"reach", "nat", "route", "dns"}
+    assert len(as_json) == 11 and all(r["passed"] for r in as_json)
+    assert {r["kind"] for r in as_json} == {"reach", "nat", "route", "dns", "http"}
 
 
 def test_an_exercise_breaks_the_lab_is_graded_fixed_and_reset(lab, tmp_path: Path):
@@ -76,7 +76,7 @@ def test_two_copies_of_one_lab_run_side_by_side(host_before):
             )
         labbuilder("down", "twin-a")
         assert lab_containers("twin-a") == []
-        assert "8 passed, 0 failed" in labbuilder("check", "twin-b").stdout
+        assert "11 passed, 0 failed" in labbuilder("check", "twin-b").stdout
     finally:
         for up in ups:
             next(up, None)
