@@ -37,6 +37,11 @@ class PodContainer:
     own_process: bool = True  # its process lives in the pod's netns; False: the node's podserver
 
 
+def ready_file(process: str) -> str:
+    """Where a podserver writes its pid once every pod it serves listens (see lifecycle/ready.py)."""
+    return f"{PID_DIR}/{process}.ready"
+
+
 def podserver_name(node: Node) -> str:
     return f"{node.name}.podserver"
 
@@ -113,7 +118,8 @@ def pod_processes(lab: Lab, node: Node) -> list[Op]:
     if served:
         here = Ns(node.name)
         ops.append(WriteFile(here, PODSERVER_CONF, json.dumps(served, indent=1) + "\n"))
-        ops.append(Process(here, podserver_name(node), ("podserver", "--config", PODSERVER_CONF)))
+        name = podserver_name(node)
+        ops.append(Process(here, name, ("podserver", "--config", PODSERVER_CONF, "--ready", ready_file(name))))
     return ops
 
 
@@ -228,8 +234,7 @@ def start_script(processes: list[Process]) -> str:
         f'echo "{STARTED}${{f##*/}}"; }}',
     ]
     for op in processes:
-        argv = ["ip", "netns", "exec", op.ns.netns, *op.argv] if op.ns.netns else list(op.argv)
-        lines.append(f"start {shlex.quote(pidfile(op.name))} {shlex.join(argv)}")
+        lines.append(f"start {shlex.quote(pidfile(op.name))} {shlex.join(op.command())}")
     return "\n".join(lines)
 
 

@@ -266,9 +266,14 @@ class Process:
 
     phase: ClassVar[Phase] = Phase.PROCESSES
 
+    def command(self) -> list[str]:
+        """What starts it. In a pod netns, `nsenter --net` rather than `ip netns exec`: the process
+        needs only the network namespace, and skips the private mount namespace and /sys remount
+        `ip netns exec` sets up — a thousand pods start measurably faster."""
+        return ["nsenter", f"--net=/run/netns/{self.ns.netns}", *self.argv] if self.ns.netns else list(self.argv)
+
     def describe(self) -> str:
-        prefix = f"ip netns exec {self.ns.netns} " if self.ns.netns else ""
-        return f"{prefix}{shlex.join(self.argv)} &"
+        return f"{shlex.join(self.command())} &"
 
 
 Op = (

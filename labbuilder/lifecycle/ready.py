@@ -11,7 +11,8 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-from labbuilder.compile.kubelet import pod_containers
+from labbuilder.compile.kubelet import pod_containers, podserver_config, podserver_name, ready_file
+from labbuilder.compile.paths import pidfile
 from labbuilder.compile.plan import Plan
 from labbuilder.engine.runtime import LabHandle, in_threads
 
@@ -19,21 +20,39 @@ TRIES = 200  # times 50 ms: at most 10 s per socket, then give up quietly (check
 
 
 def listeners(plan: Plan, key: str) -> list[tuple[str | None, str, int]]:
-    """(pod netns or None, protocol, port) that container `key` serves once its processes run."""
+    """(pod netns, protocol, port) that container `key`'s own pod processes serve (dnsmasq); what
+    the node's podserver serves is waited for through its ready file instead (`podserver`)."""
     try:
         node = plan.lab.node(key)
     except KeyError:
         return []  # the router serves nothing
-    found: list[tuple[str | None, str, int]] = [(None, "tcp", port) for port in node.listen_ports]
-    for pod in node.pods:
-        found += [(pod.netns, proto, port) for c in pod_containers(node, pod) for proto, port in c.ports]
-    return found
+    return [
+        (pod.netns, proto, port)
+        for pod in node.pods
+        for c in pod_containers(node, pod)
+        if c.own_process
+        for proto, port in c.ports
+    ]
 
 
-def wait_script(wanted: Sequence[tuple[str | None, str, int]]) -> str:
+def podserver(plan: Plan, key: str) -> str | None:
+    """The node's podserver (its pidfile stem), when it serves anything."""
+    try:
+        node = plan.lab.node(key)
+    except KeyError:
+        return None
+    return podserver_name(node) if podserver_config(plan.lab, node) else None
+
+
+def wait_script(wanted: Sequence[tuple[str | None, str, int]], server: str | None = None) -> str:
+    """Poll until each socket listens (one `ss` in its netns, entered with `nsenter --net`), and the
+    podserver's ready file holds the pid its pidfile holds (a stale one from a restart does not)."""
     lines = []
+    if server:
+        ready = f'[ "$(cat {shlex.quote(ready_file(server))})" = "$(cat {shlex.quote(pidfile(server))})" ]'
+        lines.append(f"n=0; until {ready}; do n=$((n+1)); [ $n -ge {TRIES} ] && break; sleep 0.05; done")
     for netns, proto, port in wanted:
-        where = f"ip netns exec {shlex.quote(netns)} " if netns else ""
+        where = f"nsenter --net=/run/netns/{shlex.quote(netns)} " if netns else ""
         flag = "-t" if proto == "tcp" else "-u"
         probe = f"{where}ss -Hln {flag} 'sport = :{port}' | grep -q ."
         lines.append(f"n=0; until {probe}; do n=$((n+1)); [ $n -ge {TRIES} ] && break; sleep 0.05; done")
@@ -41,7 +60,7 @@ def wait_script(wanted: Sequence[tuple[str | None, str, int]]) -> str:
 
 
 def wait_until_serving(handle: LabHandle, plan: Plan, keys: Sequence[str]) -> None:
-    """One short process per container, polling its sockets; containers in parallel."""
-    work = {key: listeners(plan, key) for key in keys}
-    busy = [key for key, wanted in work.items() if wanted]
-    in_threads(lambda key: handle.enter(key, ["sh", "-c", wait_script(work[key])]), busy)
+    """One short process per container, polling; containers in parallel."""
+    work = {key: (listeners(plan, key), podserver(plan, key)) for key in keys}
+    busy = [key for key, (wanted, server) in work.items() if wanted or server]
+    in_threads(lambda key: handle.enter(key, ["sh", "-c", wait_script(*work[key])]), busy)

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/python3 -S
 """Pod workload: answers `pod=<name> ip=<pod ip> client=<peer ip>:<peer port>` on TCP and UDP ports.
 
 TCP speaks just enough HTTP/1.0 for curl; any other input (or none) still gets the line.
@@ -15,6 +15,8 @@ pays for one interpreter, not one per pod. `--name/--ip/--tcp/--udp` serve a sin
 namespace the process runs in.
 """
 
+from __future__ import annotations
+
 import argparse
 import ctypes
 import json
@@ -23,10 +25,13 @@ import selectors
 import signal
 import socket
 import socketserver
-import ssl
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl
 
 HTTP_METHODS = {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH"}
 CLONE_NEWNET = 0x40000000
@@ -62,6 +67,8 @@ def body(pod: tuple, peer: tuple) -> bytes:
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
     """A server context with the entry's certificate; ALPN offers http/1.1 only (no HTTP/2 here)."""
+    import ssl  # only controllers serve TLS: workers' podservers stay ~1.4 MB smaller without it
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
@@ -293,11 +300,12 @@ class Pod:
         return closed, self.servers
 
 
-def serve(pods: list, stop: threading.Event) -> None:
+def serve(pods: list, stop: threading.Event, ready: str | None = None) -> None:
     """One thread, one selector over every pod's sockets; each client is handled in a thread.
 
     A signal wakes the selector at once (its wakeup fd is registered too); the pods' namespaces
-    are looked at again every RECHECK seconds."""
+    are looked at again every RECHECK seconds. Once every pod listens, `ready` gets this process's
+    pid: what `labbuilder up` waits for before it says the lab is up."""
     selector = selectors.DefaultSelector()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -315,6 +323,10 @@ def serve(pods: list, stop: threading.Event) -> None:
                 for server in pod.servers:
                     if server not in selector.get_map():
                         selector.register(server, selectors.EVENT_READ)
+            if ready and all(pod.servers for pod in pods):
+                with open(ready, "w") as f:
+                    f.write(f"{os.getpid()}\n")
+                ready = None
         for key, _ in selector.select(max(0.0, due - time.monotonic())):
             if key.fileobj == wake_r:
                 os.read(wake_r, 512)
@@ -355,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tcp", type=int, action="append", default=[], metavar="PORT")
     parser.add_argument("--udp", type=int, action="append", default=[], metavar="PORT")
     parser.add_argument("--bind", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--ready", metavar="FILE", help="write this process's pid here once every pod listens")
     args = parser.parse_args(argv)
     if not args.config:
         if not (args.name and args.ip):
@@ -371,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             print(f"podserver: cannot listen on {args.bind}: {e}", file=sys.stderr)
             return 1
-    serve(pods, stop)
+    serve(pods, stop, args.ready)
     return 0
 
 

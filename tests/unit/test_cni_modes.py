@@ -208,7 +208,8 @@ def test_ptp_control_plane_runs_pods_with_a_host_route_each():
         "cert": "/var/lib/kubernetes/kubernetes.pem",
         "key": "/var/lib/kubernetes/kubernetes-key.pem",
     }
-    assert "podserver --config /etc/labbuilder/podserver.json &" in describe(plan, "control-plane")
+    ready = "--ready /run/labbuilder/pids/control-plane.podserver.ready"
+    assert f"podserver --config /etc/labbuilder/podserver.json {ready} &" in describe(plan, "control-plane")
 
 
 def test_ptp_conflist_and_host_local_state():

@@ -106,7 +106,8 @@ def test_controllers_run_no_pods_and_serve_the_apiserver_port():
     plan = kthw_plan()
     ops = plan.steps["controller-0"]
     assert not any(isinstance(op, AddNetns) for op in ops)
-    assert any(op.describe() == "podserver --config /etc/labbuilder/podserver.json &" for op in ops)
+    ready = "--ready /run/labbuilder/pids/controller-0.podserver.ready"
+    assert any(op.describe() == f"podserver --config /etc/labbuilder/podserver.json {ready} &" for op in ops)
     served = next(
         json.loads(op.content) for op in ops if isinstance(op, WriteFile) and op.path.endswith("podserver.json")
     )
