@@ -295,7 +295,8 @@ class Pod:
             try:
                 self.servers = self.open()
             except OSError as err:
-                print(f"podserver {self.name}: cannot listen in {self.netns or 'this namespace'}: {err}", file=sys.stderr)
+                where = self.netns or "this namespace"
+                print(f"podserver {self.name}: cannot listen in {where}: {err}", file=sys.stderr)
                 self.inode = None  # try again at the next look
         return closed, self.servers
 
