@@ -24,7 +24,7 @@ LABEL_LAB = "labbuilder.lab"
 LABEL_NODE = "labbuilder.node"
 LABEL_ROLE = "labbuilder.role"
 LABEL_SPEC = "labbuilder.spec-hash"
-CAPS = ("NET_ADMIN", "SYS_ADMIN", "NET_RAW")  # explicit, never --privileged
+CAPS = ("NET_ADMIN", "SYS_ADMIN", "NET_RAW")  # explicit capabilities: a lab container is never privileged
 _NODE_SYSCTLS = {
     "net.ipv4.ip_forward": "1",
     "net.ipv4.conf.all.rp_filter": "0",
