@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from labbuilder.compile import kubelet, pki
 from labbuilder.compile.cni import mode_for
@@ -51,9 +52,10 @@ class Plan:
     def ops(self) -> list[tuple[str, Op]]:
         return [(key, op) for key, ops in self.steps.items() for op in ops]
 
-    @property
+    @cached_property
     def digest(self) -> str:
-        """A hash of every operation: a running lab built from another spec carries another."""
+        """A hash of every operation: a running lab built from another spec carries another.
+        Computed once: every container's labels carry it, and a big plan has many operations."""
         text = "\n".join(f"{key}: {op.describe()}" for key, op in self.ops())
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

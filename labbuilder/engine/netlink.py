@@ -23,7 +23,6 @@ from labbuilder.errors import LabError
 
 NUD_PERMANENT = 0x80
 IFF_UP = 1
-MAIN_TABLE = 254
 RTNH_F_ONLINK = 4
 RTPROT_BOOT = 3  # what `ip route add` sets: shown as no proto at all, as in the seeds
 PROTOS = {"kernel": 2, "boot": RTPROT_BOOT}

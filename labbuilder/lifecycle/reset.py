@@ -19,7 +19,7 @@ from labbuilder.engine.apply import Applier, NetlinkOp, apply_netlink
 from labbuilder.engine.netlink import Netlink
 from labbuilder.engine.runtime import Engine, LabHandle, in_threads
 from labbuilder.errors import LabError
-from labbuilder.lifecycle.diff import Difference, desired_state, diff
+from labbuilder.lifecycle.diff import Difference, NsDesired, desired_state, diff
 from labbuilder.lifecycle.lock import lab_lock
 from labbuilder.lifecycle.ready import wait_until_serving
 from labbuilder.lifecycle.up import ensure_containers
@@ -50,7 +50,8 @@ def reset(handle: LabHandle, plan: Plan, dry_run: bool = False, progress: Progre
     found: list[Difference] = []
     for rounds in (1, 2):
         differences = diff(plan, observe(handle, plan))
-        found += [d for d in differences if d.repair not in {f.repair for f in found}]
+        seen = {f.repair for f in found}
+        found += [d for d in differences if d.repair not in seen]
         if dry_run or not differences:
             return ResetResult(found, rounds)
         if any(d.kind == "container" for d in differences):
@@ -70,9 +71,10 @@ def repair(handle: LabHandle, plan: Plan, differences: list[Difference]) -> None
     for d in differences:  # strays first: a stray address can shadow a planned one
         if d.change == "added":
             _remove(handle, d)
+    desired = desired_state(plan)  # once for every container's restore
     if ROUTER in by_key:  # its bridge holds the other ends of the nodes' uplinks: first, as in `up`
-        _restore(handle, plan, ROUTER, by_key.pop(ROUTER))
-    in_threads(lambda key: _restore(handle, plan, key, by_key[key]), list(by_key))
+        _restore(handle, plan, desired, ROUTER, by_key.pop(ROUTER))
+    in_threads(lambda key: _restore(handle, plan, desired, key, by_key[key]), list(by_key))
     restarted = [key for key, found in by_key.items() if {d.kind for d in found} & {"process", "netns"}]
     wait_until_serving(handle, plan, restarted)
 
@@ -95,14 +97,16 @@ def _remove(handle: LabHandle, d: Difference) -> None:
     handle.run(d.key, ["ip", *where, *argv])
 
 
-def _restore(handle: LabHandle, plan: Plan, key: str, differences: list[Difference]) -> None:
+def _restore(
+    handle: LabHandle, plan: Plan, desired: dict[Ns, NsDesired], key: str, differences: list[Difference]
+) -> None:
     kinds = {d.kind for d in differences if d.change != "added"}
     phases = by_phase(plan.steps[key])
     applier = Applier(handle)
     if "netns" in kinds:
         applier.add_netns(key, phases[Phase.NETNS])
     if kinds & {"netns", "link", "address", "route", "link-local"}:
-        _restore_links(handle, plan, key, phases)
+        _restore_links(handle, plan, desired, key, phases)
     if "file" in kinds:
         handle.put_files(key, {op.path: op.content for op in phases[Phase.FILES] if isinstance(op, WriteFile)})
     if "iptables" in kinds:
@@ -113,11 +117,12 @@ def _restore(handle: LabHandle, plan: Plan, key: str, differences: list[Differen
         applier.start_processes(key, [op for op in phases[Phase.PROCESSES] if isinstance(op, Process)])
 
 
-def _restore_links(handle: LabHandle, plan: Plan, key: str, phases: dict[Phase, list[Op]]) -> None:
+def _restore_links(
+    handle: LabHandle, plan: Plan, desired: dict[Ns, NsDesired], key: str, phases: dict[Phase, list[Op]]
+) -> None:
     """Links and addresses, then the prefix routes an address implies (a flush takes them and no
     operation makes them; replacing one that is there changes nothing), then the planned routes,
     whose gateways need those prefix routes. Every step ensures, over netlink."""
-    desired = desired_state(plan)
     namespaces = {op.ns for op in plan.steps[key]} | {Ns(key)}
     with Netlink(handle.ns_path) as nl:
         for op in phases[Phase.LINKS]:

@@ -81,15 +81,9 @@ def apply_plan(handle: LabHandle, plan: Plan, fresh: Sequence[str] = (), progres
     wait_until_serving(handle, plan, plan.nodes)  # return a lab that answers, not one that starts
 
 
-@dataclass(frozen=True)
-class Containers:
-    created: list[str]  # keys of the containers this call created
-    started: list[str]  # keys of stopped containers it started again
-
-
 def ensure_containers(
     handle: LabHandle, plan: Plan, progress: Progress = _quiet, tag: str | None = None, spec_copy: str | None = None
-) -> Containers:
+) -> None:
     """Every container of the plan, running; `spec_copy` goes into the router the moment it exists,
     so a lab interrupted after that point can always be reset from its own copy."""
     found = handle.containers
@@ -113,4 +107,3 @@ def ensure_containers(
             in_threads(handle.start, stopped, workers=8)
     if spec_copy is not None and ROUTER not in missing:
         handle.put_files(ROUTER, {SPEC_COPY: spec_copy})
-    return Containers(missing, stopped)

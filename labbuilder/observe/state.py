@@ -175,26 +175,32 @@ def parse_state(key: str, text: str, ops: list[Op], namespaces: list[Ns]) -> Con
     return observed
 
 
-def namespaces_of(plan: Plan, key: str) -> list[Ns]:
-    """The namespaces inside container `key` that the plan touches: its own, and its pods'."""
-    found = {Ns(key)}
+def namespaces_by_container(plan: Plan) -> dict[str, list[Ns]]:
+    """The namespaces inside each container that the plan touches: its own, and its pods'. One
+    walk over the plan for the whole lab (a 1000-pod plan holds tens of thousands of operations)."""
+    found: dict[str, set[Ns]] = {c.key: {Ns(c.key)} for c in plan.containers}
     for _, op in plan.ops():
         for ns in (op.ns, getattr(op, "peer_ns", None)):
-            if ns is not None and ns.container == key:
-                found.add(ns)
-    return sorted(found, key=lambda ns: ns.netns or "")
+            if ns is not None:
+                found.setdefault(ns.container, {Ns(ns.container)}).add(ns)
+    return {key: sorted(spaces, key=lambda ns: ns.netns or "") for key, spaces in found.items()}
 
 
-def observe_container(handle: LabHandle, plan: Plan, key: str) -> ContainerObserved:
-    info = handle.containers.get(key)
-    if info is None or not info.running:
-        return ContainerObserved(key, info.state if info else "missing")
-    ops = [op for op in plan.steps.get(key, ()) if op.ns.container == key]
-    namespaces = namespaces_of(plan, key)
-    output = handle.enter(key, ["sh", "-c", state_script(ops, namespaces)]).output
-    return parse_state(key, output, ops, namespaces)
+def namespaces_of(plan: Plan, key: str) -> list[Ns]:
+    return namespaces_by_container(plan).get(key, [Ns(key)])
 
 
 def observe(handle: LabHandle, plan: Plan) -> dict[str, ContainerObserved]:
-    """Every container of the plan, read in parallel."""
-    return in_threads(lambda key: observe_container(handle, plan, key), [c.key for c in plan.containers])
+    """Every container of the plan, read in parallel: one entered process each."""
+    infos = handle.containers
+    spaces = namespaces_by_container(plan)
+
+    def one(key: str) -> ContainerObserved:
+        info = infos.get(key)
+        if info is None or not info.running:
+            return ContainerObserved(key, info.state if info else "missing")
+        ops = [op for op in plan.steps.get(key, ()) if op.ns.container == key]
+        output = handle.enter(key, ["sh", "-c", state_script(ops, spaces[key])]).output
+        return parse_state(key, output, ops, spaces[key])
+
+    return in_threads(one, [c.key for c in plan.containers])
