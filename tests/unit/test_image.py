@@ -29,6 +29,7 @@ PODSERVER = image.template_dir() / "podserver.py"
 REQUIRED_PACKAGES = {
     "iproute2", "iptables", "conntrack", "tcpdump", "ethtool", "bridge-utils", "iputils-ping", "curl",
     "procps", "util-linux", "busybox", "python3", "dnsmasq-base", "netcat-openbsd",
+    "nftables", "ipset",
 }  # fmt: skip
 TIMEOUT = 5.0
 
