@@ -14,7 +14,7 @@ from functools import cached_property
 
 from labbuilder.compile import kubelet, pki
 from labbuilder.compile.cni import mode_for
-from labbuilder.compile.kubeproxy import kube_proxy_tables
+from labbuilder.compile.kubeproxy import kube_proxy_tables, per_node
 from labbuilder.compile.netfilter import Restore
 from labbuilder.compile.ops import ROUTER, Address, Bridge, Iptables, LinkUp, Master, Ns, Op, Route, Veth
 from labbuilder.spec.addressing import hashed_mac, node_mac
@@ -88,8 +88,9 @@ def compile_plan(lab: Lab) -> Plan:
         ContainerSpec(n.name, lab.container_name(n.name), n.name, n.role, dict(_NODE_SYSCTLS)) for n in lab.nodes
     )
     steps: dict[str, tuple[Op, ...]] = {ROUTER: tuple(router_steps(lab))}
-    proxy = Restore(kube_proxy_tables(lab))  # the same on every node: computed and formatted once
+    shared = None if per_node(lab) else Restore(kube_proxy_tables(lab))  # computed and formatted once
     for node in lab.nodes:
+        proxy = shared or Restore(kube_proxy_tables(lab, node))  # Local policies: each node its own
         steps[node.name] = tuple(uplink_steps(lab, node)) + tuple(node_steps(lab, node, proxy))
     return Plan(lab, (router, *nodes), steps)
 
