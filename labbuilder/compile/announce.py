@@ -34,13 +34,14 @@ def announcer(lab: Lab, svc: Service, ip: IPv4Address) -> Node | None:
 
 
 def routes(lab: Lab) -> list[tuple[IPv4Address, Node]]:
-    """(address, node) for every LoadBalancer and external IP of the lab that some node takes."""
-    out = []
+    """(address, node) for every LoadBalancer and external IP of the lab that some node takes; an
+    address several services share (each on its own ports) goes where the first one sends it."""
+    out: dict[IPv4Address, Node] = {}
     for svc in lab.services:
         if svc.headless:
             continue
         for ip in (*svc.load_balancer_ips, *svc.external_ips):
             node = announcer(lab, svc, ip)
             if node is not None:
-                out.append((ip, node))
-    return out
+                out.setdefault(ip, node)
+    return list(out.items())
