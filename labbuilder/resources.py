@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jinja2
+if TYPE_CHECKING:  # imported when a template is first used: most commands never render one
+    import jinja2
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -32,6 +34,8 @@ def labs_dir() -> Path:
 @cache
 def template(name: str) -> jinja2.Template:
     """A shipped jinja2 template; HTML templates autoescape, text ones (iptables) keep quotes as written."""
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir()),
         undefined=jinja2.StrictUndefined,

@@ -68,37 +68,79 @@ class Restore:
     """An iptables-restore payload built from tables shared by many nodes plus each node's own.
 
     A 1000-endpoint service makes thousands of kube-proxy rules, the same on every node: their
-    lines are formatted once here, and each node's payload only adds its own chains and rules.
-    `Restore(shared).render(own)` equals `render_restore([*shared, *own])`.
+    lines are formatted once here, into one text per table, and each node's payload is that text
+    with its own chains declared and its own rules spliced in at the end of their chains.
+    `Restore(shared).render(own)` equals `render_restore([*shared, *own])` (and the plain,
+    chain-by-chain `render_simple` the unit tests compare it with).
     """
 
     def __init__(self, shared: Iterable[Table]):
         self.shared = merge(shared)
-        self._lines = {
-            name: {
-                chain: "".join(f"-A {chain} {rule}".rstrip() + "\n" for rule in rules)
-                for chain, rules in t.chains.items()
-            }
-            for name, t in self.shared.items()
-        }
+        self._parts = {name: _Formatted(table) for name, table in self.shared.items()}
 
     def render(self, own: Iterable[Table] = ()) -> str:
         """Whole tables, each block replacing its table (no --noflush)."""
         mine = merge(own)
         out = []
         for name in [*self.shared, *(n for n in mine if n not in self.shared)]:
-            builtins = _builtins(name)
-            shared, extra = self.shared.get(name, Table(name)), mine.get(name, Table(name))
-            user = [c for c in [*shared.chains, *extra.chains] if c not in builtins]
-            order = [*builtins, *dict.fromkeys(user)]
-            out.append(f"*{name}\n")
-            out += [f":{chain} ACCEPT [0:0]\n" for chain in builtins]
-            out += [f":{chain} - [0:0]\n" for chain in dict.fromkeys(user)]
-            for chain in order:
-                out.append(self._lines.get(name, {}).get(chain, ""))
-                out.append(_rules(chain, extra.chains.get(chain, [])))
-            out.append("COMMIT\n")
+            formatted = self._parts.get(name) or _Formatted(Table(name))
+            out.append(formatted.render(mine.get(name, Table(name))))
         return "".join(out)
+
+
+class _Formatted:
+    """One shared table as text: its header (the chain declarations), each builtin chain's rules,
+    and the user chains' rules as one text with where each chain ends. A node's own rules usually
+    go to builtin chains (POSTROUTING) and chains of its own: the user chains' text is then taken
+    whole, and only a rule for a shared user chain makes it cut there."""
+
+    def __init__(self, table: Table):
+        self.builtins = _builtins(table.name)
+        self.user = [c for c in table.chains if c not in self.builtins]
+        self.head = (
+            f"*{table.name}\n"
+            + "".join(f":{chain} ACCEPT [0:0]\n" for chain in self.builtins)
+            + "".join(f":{chain} - [0:0]\n" for chain in self.user)
+        )
+        self.builtin_rules = {chain: _rules(chain, table.chains.get(chain, [])) for chain in self.builtins}
+        self.ends: dict[str, int] = {}
+        bodies, offset = [], 0
+        for chain in self.user:
+            bodies.append(_rules(chain, table.chains[chain]))
+            offset += len(bodies[-1])
+            self.ends[chain] = offset
+        self.user_rules = "".join(bodies)
+
+    def render(self, extra: Table) -> str:
+        own = extra.chains
+        new = [c for c in own if c not in self.builtin_rules and c not in self.ends]
+        out = [self.head, *(f":{chain} - [0:0]\n" for chain in new)]
+        for chain, rules in self.builtin_rules.items():
+            out.append(rules)
+            if own.get(chain):
+                out.append(_rules(chain, own[chain]))
+        start = 0
+        for end, chain in sorted((self.ends[c], c) for c in own if c in self.ends and own[c]):
+            out += [self.user_rules[start:end], _rules(chain, own[chain])]
+            start = end
+        out.append(self.user_rules[start:] if start else self.user_rules)
+        out += [_rules(chain, own[chain]) for chain in new]
+        out.append("COMMIT\n")
+        return "".join(out)
+
+
+def render_simple(tables: Iterable[Table]) -> str:
+    """The payload chain by chain, without any precomputing: what `Restore` must equal."""
+    out = []
+    for name, table in merge(tables).items():
+        builtins = _builtins(name)
+        user = [c for c in table.chains if c not in builtins]
+        out.append(f"*{name}\n")
+        out += [f":{chain} ACCEPT [0:0]\n" for chain in builtins]
+        out += [f":{chain} - [0:0]\n" for chain in user]
+        out += [_rules(chain, table.chains.get(chain, [])) for chain in [*builtins, *user]]
+        out.append("COMMIT\n")
+    return "".join(out)
 
 
 def _rules(chain: str, rules: list[str]) -> str:

@@ -11,16 +11,18 @@ import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree
 
 from labbuilder.compile.ops import Ns
 from labbuilder.compile.pki import CA_PEM
-from labbuilder.engine.runtime import LabHandle
 from labbuilder.spec import refs
 from labbuilder.spec.checks import probe_target
 from labbuilder.spec.model import Check, HttpCheck, Lab
 from labbuilder.spec.refs import Place
+
+if TYPE_CHECKING:
+    from labbuilder.engine.runtime import LabHandle
 
 PROBE_TIMEOUT = 3  # seconds a reach probe waits
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
-from labbuilder.compile.plan import Plan
-from labbuilder.observe.checks import Result
 from labbuilder.spec.model import ROUTER, Lab
+
+if TYPE_CHECKING:  # `plan` and `up` print without rich's tables, and never load the engine for a type
+    from rich.console import Console
+    from rich.table import Table
+
+    from labbuilder.compile.plan import Plan
+    from labbuilder.observe.checks import Result
 
 
 class ContainerRow(Protocol):
@@ -80,10 +81,14 @@ def print_plan(console: Console, plan: Plan) -> None:
     for key, ops in plan.steps.items():
         container = plan.lab.router_name if key == ROUTER else plan.lab.container_name(key)
         console.rule(f"{container} ({len(ops)} operations)")
-        out.write("".join(op.describe() + "\n" for op in ops))  # verbatim, and fast for big labs
+        for op in ops:  # verbatim; one write each: a node's iptables payload can be half a megabyte
+            out.write(op.describe())
+            out.write("\n")
 
 
 def status_table(labs: Mapping[str, Sequence[ContainerRow]]) -> Table:
+    from rich.table import Table
+
     table = Table()
     for column in ("LAB", "CONTAINER", "NODE", "ROLE", "STATE"):
         table.add_column(column)
@@ -94,6 +99,8 @@ def status_table(labs: Mapping[str, Sequence[ContainerRow]]) -> Table:
 
 
 def labs_table(labs: Mapping[str, Sequence[ContainerRow]]) -> Table:
+    from rich.table import Table
+
     table = Table()
     for column in ("LAB", "NODES", "RUNNING", "STATE"):
         table.add_column(column)
@@ -106,6 +113,9 @@ def labs_table(labs: Mapping[str, Sequence[ContainerRow]]) -> Table:
 
 def results_table(results: Sequence[Result]) -> Table:
     """`labbuilder check`: one row per check, PASS in green, FAIL in red."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(box=None, header_style="bold")
     for column in ("RESULT", "CHECK", "WHAT", "DETAIL"):
         table.add_column(column)

@@ -19,13 +19,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
 from labbuilder.errors import LabError, Problem, SpecError
 from labbuilder.resources import labs_dir, schemas_dir
+from labbuilder.spec.quickcheck import QuickCheck
+
+if TYPE_CHECKING:  # jsonschema is imported only when a file may break the schema (see quickcheck)
+    import jsonschema
 
 Path_ = tuple[str | int, ...]
 
@@ -443,20 +446,31 @@ def matches(pattern: str, text: str) -> bool:
 
 
 def _pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Iterator[Any]:
+    import jsonschema
+
     if isinstance(instance, str) and not matches(pattern, instance):
         yield jsonschema.ValidationError(f"{_shorten(instance)} does not match {pattern!r}")
 
 
-_Validator = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator,
-    validators={"pattern": _pattern},
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
-)
+@cache
+def _validator_class() -> Any:
+    import jsonschema
+
+    return jsonschema.validators.extend(
+        jsonschema.Draft202012Validator,
+        validators={"pattern": _pattern},
+        type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+    )
+
+
+@cache
+def _inlined_lab_schema() -> Any:
+    return _inline_refs(lab_schema())
 
 
 @cache
 def _lab_validator() -> Any:
-    return _Validator(_inline_refs(lab_schema()))
+    return _validator_class()(_inlined_lab_schema())
 
 
 def _inline_refs(schema: Any, defs: dict[str, Any] | None = None) -> Any:
@@ -479,7 +493,10 @@ def _inline_refs(schema: Any, defs: dict[str, Any] | None = None) -> Any:
 
 def schema_problems(spec: Spec, data: Any, schema: dict[str, Any]) -> list[tuple[Path_, Problem]]:
     """One problem per cause, each at the key it is about, with the path it concerns."""
-    validator = _lab_validator() if schema is lab_schema() else _Validator(_inline_refs(schema))
+    inlined = _inlined_lab_schema() if schema is lab_schema() else _inline_refs(schema)
+    if QuickCheck(inlined, matches).valid(data):  # the usual case, without importing jsonschema
+        return []
+    validator = _lab_validator() if schema is lab_schema() else _validator_class()(inlined)
     by_path: dict[Path_, list[jsonschema.ValidationError]] = {}
     for error in validator.iter_errors(data):
         by_path.setdefault(tuple(error.absolute_path), []).append(error)

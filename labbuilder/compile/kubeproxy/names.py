@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
+from functools import cache
 from ipaddress import IPv4Address
 
 from labbuilder.spec.model import ProxyStyle, Service, ServicePort
@@ -42,11 +43,13 @@ def split_service_port_name(spn: str) -> tuple[str, str, str]:
     return namespace, name, port_name
 
 
+@cache  # every endpoint is written four times per service port, and str(IPv4Address) is slow
 def endpoint_address(ip: IPv4Address, port: int) -> str:
     """`ip:port`, as DNAT's --to-destination, SEP hashes and current comments write it."""
     return f"{ip}:{port}"
 
 
+@cache  # a SEP chain's name is asked for by its SVC chain's rules and by its own
 def _hash(text: str) -> str:
     return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
 
