@@ -8,7 +8,7 @@ import sys
 import click
 
 from labbuilder import __version__
-from labbuilder.cli.tools import bold, console, progress_printer, user_errors
+from labbuilder.cli.tools import bold, console, live_progress, progress_printer, user_errors
 
 
 def _debug(ctx: click.Context, _: click.Parameter, value: bool) -> None:
@@ -86,7 +86,7 @@ def plan(lab_file: str, name: str | None) -> None:
 @main.command()
 @click.argument("lab_file")
 @click.option("--name", help="bring the lab up under another name (a second copy beside the first)")
-@click.option("-q", "--quiet", is_flag=True, help="no progress lines")
+@click.option("-q", "--quiet", is_flag=True, help="no progress lines or bars")
 @user_errors
 def up(lab_file: str, name: str | None, quiet: bool) -> None:
     """Create the lab (or converge a running one) and print a summary.
@@ -103,7 +103,8 @@ def up(lab_file: str, name: str | None, quiet: bool) -> None:
     from labbuilder.lifecycle import up as lifecycle
     from labbuilder.present.tables import addressing_tables
 
-    result = lifecycle.up(lab_file, name, progress_printer(quiet))
+    with live_progress(quiet) as (lines, counts):  # bars on a terminal, plain lines in a pipe
+        result = lifecycle.up(lab_file, name, lines, counts=counts)
     console.file.write("\n\n".join(addressing_tables(result.lab, pods_limit=50)) + "\n\n")
     verb = "is up" if result.created else "was already up and has converged"
     console.print(

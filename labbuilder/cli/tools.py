@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,9 +21,11 @@ from labbuilder.errors import LabError, SpecError
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import Progress, TaskID
     from rich.text import Text
 
     from labbuilder.engine.runtime import LabHandle
+    from labbuilder.lifecycle.progress import Count, Counts
 
 
 class _Console:
@@ -33,16 +36,20 @@ class _Console:
         self._console: Console | None = None
 
     def __getattr__(self, name: str) -> Any:
+        return getattr(self.real(), name)
+
+    def real(self) -> Console:
         if self._console is None:
             from rich.console import Console
 
             width = None if self._stderr or sys.stdout.isatty() else 200  # never cut names when piped
             self._console = Console(stderr=self._stderr, width=width, markup=False, emoji=False, highlight=False)
-        return getattr(self._console, name)
+        return self._console
 
 
 console: Console = _Console(stderr=False)  # type: ignore[assignment]
-errors: Console = _Console(stderr=True)  # type: ignore[assignment]
+_errors = _Console(stderr=True)
+errors: Console = _errors  # type: ignore[assignment]
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_USER, EXIT_BUG, EXIT_INTERRUPTED = 1, 70, 130  # 70: EX_SOFTWARE, an internal error
 
@@ -105,6 +112,61 @@ def progress_printer(quiet: bool = False) -> Callable[[str], None]:
             errors.print(Text.assemble(("» ", "dim"), line))
 
     return show
+
+
+# What each count's bar is called.
+BAR_LABELS = {
+    "containers": "containers created",
+    "nodes": "nodes configured",
+    "rules": "iptables rules",
+    "pods": "pods serving",
+}
+
+
+def draws_bars() -> bool:
+    """Whether progress is drawn as bars: stderr is an interactive terminal, and not CI's."""
+    if os.environ.get("CI") or os.environ.get("TERM") == "dumb" or not sys.stderr.isatty():
+        return False
+    return bool(errors.is_terminal)
+
+
+class _Bars:
+    """Counts drawn as rich progress bars on stderr; lines printed above them."""
+
+    def __init__(self, bars: Progress):
+        self.bars = bars
+        self.tasks: dict[str, TaskID] = {}
+
+    def line(self, text: str) -> None:
+        from rich.text import Text
+
+        self.bars.console.print(Text.assemble(("» ", "dim"), text))
+
+    def count(self, count: Count) -> None:
+        if count.what not in self.tasks:
+            self.tasks[count.what] = self.bars.add_task(BAR_LABELS[count.what], total=count.total)
+        self.bars.update(self.tasks[count.what], completed=count.done, total=count.total)
+
+
+@contextmanager
+def live_progress(quiet: bool = False) -> Iterator[tuple[Callable[[str], None], Counts | None]]:
+    """(lines, counts) for a long command: bars and lines on a terminal; in a pipe or CI the plain
+    lines of `progress_printer` and no counts; with `quiet`, nothing."""
+    if quiet or not draws_bars():
+        yield progress_printer(quiet), None
+        return
+    with progress_bars(_errors.real()) as bars:
+        drawn = _Bars(bars)
+        yield drawn.line, drawn.count
+
+
+def progress_bars(console: Console, **kwargs: Any) -> Progress:
+    """`containers created ━━━━━━━━━━━━━╺━━━━━━━━ 32/51 0:00:04`, one bar per count; they stay on
+    the screen when done (the totals are worth reading)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description:>18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, console=console, transient=False, refresh_per_second=8, **kwargs)
 
 
 def bold(text: str) -> Text:

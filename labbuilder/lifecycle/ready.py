@@ -9,7 +9,7 @@ what the plan serves is served, as a kubelet reports a pod Ready only after its 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from labbuilder.compile.kubelet import pod_containers, podserver_config, podserver_name, ready_file
 from labbuilder.compile.paths import pidfile
@@ -59,8 +59,20 @@ def wait_script(wanted: Sequence[tuple[str | None, str, int]], server: str | Non
     return "\n".join(["exec 2>/dev/null", *lines, "true"])
 
 
-def wait_until_serving(handle: LabHandle, plan: Plan, keys: Sequence[str]) -> None:
-    """One short process per container, polling; containers in parallel."""
+def wait_until_serving(
+    handle: LabHandle, plan: Plan, keys: Sequence[str], served: Callable[[str], None] | None = None
+) -> None:
+    """One short process per container, polling; containers in parallel. `served(key)` is told
+    as each container's wait ends (at once for those that serve nothing)."""
     work = {key: (listeners(plan, key), podserver(plan, key)) for key in keys}
     busy = [key for key, (wanted, server) in work.items() if wanted or server]
-    in_threads(lambda key: handle.enter(key, ["sh", "-c", wait_script(*work[key])]), busy)
+    tell = served or (lambda _: None)
+    for key in keys:
+        if key not in busy:
+            tell(key)
+
+    def wait(key: str) -> None:
+        handle.enter(key, ["sh", "-c", wait_script(*work[key])])
+        tell(key)
+
+    in_threads(wait, busy)

@@ -17,6 +17,7 @@ from labbuilder.engine.kernel import host_kernel
 from labbuilder.engine.runtime import Engine, LabHandle, churn, in_threads
 from labbuilder.errors import LabError
 from labbuilder.lifecycle.lock import lab_lock
+from labbuilder.lifecycle.progress import Counts, Tally, pods, rules
 from labbuilder.lifecycle.ready import wait_until_serving
 from labbuilder.spec.lab_file import resolve_file
 from labbuilder.spec.load import spec_text
@@ -35,8 +36,15 @@ class UpResult:
     created: bool  # False when an existing lab was converged
 
 
-def up(path: str, name: str | None = None, progress: Progress = _quiet, engine: Engine | None = None) -> UpResult:
-    """Create lab `path` (or converge it: after a crash, an engine restart, a second `up`)."""
+def up(
+    path: str,
+    name: str | None = None,
+    progress: Progress = _quiet,
+    engine: Engine | None = None,
+    counts: Counts | None = None,
+) -> UpResult:
+    """Create lab `path` (or converge it: after a crash, an engine restart, a second `up`).
+    `progress` gets lines; `counts`, when given, how far each kind of work is (lifecycle.progress)."""
     spec, resolved = resolve_file(path, name, host_kernel())
     plan = compile_plan(resolved.lab)
     engine = engine or Engine()
@@ -54,8 +62,8 @@ def up(path: str, name: str | None = None, progress: Progress = _quiet, engine: 
             progress(f"lab {plan.lab.name} exists: converging")
         new = [c.key for c in plan.containers if c.key not in existing]
         try:
-            ensure_containers(handle, plan, progress, tag, spec_copy=spec_text(spec))
-            apply_plan(handle, plan, new, progress)
+            ensure_containers(handle, plan, progress, tag, spec_copy=spec_text(spec), counts=counts)
+            apply_plan(handle, plan, new, progress, counts)
         except BaseException:
             if new:
                 progress(f"failed: removing what this run created in lab {plan.lab.name}")
@@ -64,14 +72,28 @@ def up(path: str, name: str | None = None, progress: Progress = _quiet, engine: 
     return UpResult(plan.lab, created=not existing)
 
 
-def apply_plan(handle: LabHandle, plan: Plan, fresh: Sequence[str] = (), progress: Progress = _quiet) -> None:
+def apply_plan(
+    handle: LabHandle,
+    plan: Plan,
+    fresh: Sequence[str] = (),
+    progress: Progress = _quiet,
+    counts: Counts | None = None,
+) -> None:
     """The router first (its bridge holds the uplinks' other ends), then every node in parallel;
     containers in `fresh` (created by this run) are built, the others converged."""
     applier = Applier(handle)
+    keys = [c.key for c in plan.containers]
+    configured = Tally("nodes", len(keys), counts)
+    rules_of = {key: rules(plan, key) for key in keys} if counts else {}
+    in_place = Tally("rules", sum(rules_of.values()), counts)
+    serving = Tally("pods", sum(pods(plan, key) for key in plan.nodes), counts)
 
     def one(key: str) -> None:
         (applier.build if key in fresh else applier.apply)(key, plan.steps[key])
-        progress(f"{key}: configured")
+        if counts is None:
+            progress(f"{key}: configured")
+        configured.add()
+        in_place.add(rules_of.get(key, 0))
 
     one(ROUTER)
     # The uplinks of the new nodes, made from the router's side in one go; existing nodes
@@ -79,16 +101,24 @@ def apply_plan(handle: LabHandle, plan: Plan, fresh: Sequence[str] = (), progres
     uplinks = [op for key in plan.nodes if key in fresh for op in plan.steps[key] if op.ns.container == ROUTER]
     applier.uplinks(ROUTER, uplinks)
     in_threads(one, plan.nodes)
-    wait_until_serving(handle, plan, plan.nodes)  # return a lab that answers, not one that starts
+    # Return a lab that answers, not one that starts.
+    wait_until_serving(handle, plan, plan.nodes, served=lambda key: serving.add(pods(plan, key)))
 
 
 def ensure_containers(
-    handle: LabHandle, plan: Plan, progress: Progress = _quiet, tag: str | None = None, spec_copy: str | None = None
+    handle: LabHandle,
+    plan: Plan,
+    progress: Progress = _quiet,
+    tag: str | None = None,
+    spec_copy: str | None = None,
+    counts: Counts | None = None,
 ) -> None:
     """Every container of the plan, running; `spec_copy` goes into the router the moment it exists,
     so a lab interrupted after that point can always be reset from its own copy."""
     found = handle.containers
     missing = [c.key for c in plan.containers if c.key not in found]
+    created = Tally("containers", len(plan.containers), counts)
+    created.add(len(plan.containers) - len(missing))
     if missing:
         image = tag or handle.engine.ensure_image(progress)
         progress(f"creating {len(missing)} containers")
@@ -98,6 +128,7 @@ def ensure_containers(
             handle.create(spec, plan.labels(spec), image)
             if key == ROUTER and spec_copy is not None:
                 handle.put_files(ROUTER, {SPEC_COPY: spec_copy})
+            created.add()
 
         with churn("create"):
             in_threads(make, missing, workers=8)
