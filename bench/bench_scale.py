@@ -720,7 +720,23 @@ def output_of(*cmd: str) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT).stdout.strip()
 
 
+def compile_bytecode() -> str:
+    """Byte-compile labbuilder, as `pip install` does: a checkout run with PYTHONDONTWRITEBYTECODE
+    set (CI, some shells) would otherwise compile every module again in each timed command."""
+    import labbuilder
+
+    package = Path(labbuilder.__file__).resolve().parent
+    run([sys.executable, "-m", "compileall", "-q", str(package)])
+    return f"bytecode: compiled ({package}); PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}"
+
+
+def load_line() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average: {one:.2f}, {five:.2f}, {fifteen:.2f} (nproc {os.cpu_count()})"
+
+
 def host_header(client: Any) -> list[str]:
+    bytecode = compile_bytecode()
     version = output_of(LB, "--version")
     commit = output_of("git", "rev-parse", "--short", "HEAD")
     dirty = output_of("git", "status", "--porcelain", "--untracked-files=no")
@@ -730,6 +746,8 @@ def host_header(client: Any) -> list[str]:
         f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
         f"kernel: {platform.release()}   nproc: {os.cpu_count()}   docker server: {docker_version}",
         f"{version} ({LB}), commit {commit}{' + local changes' if dirty else ''}",
+        bytecode,
+        f"at the start: {load_line()}",
     ]
 
 
@@ -823,6 +841,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cleanup(client, "end of the run")
             except BenchError as error:
                 report.errors.append(str(error))
+        header.append(f"at the end: {load_line()}")
         print_report(report, opts, header)
     return 130 if interrupted else 1 if report.errors else 0
 

@@ -20,15 +20,17 @@ import hashlib
 from dataclasses import dataclass
 from functools import cache
 from ipaddress import IPv4Address
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from typing import TYPE_CHECKING
 
 from labbuilder.compile.ops import Ns, WriteFile
 from labbuilder.spec import defaults
 from labbuilder.spec.model import Lab
+
+# cryptography is imported where a certificate is made (≈50 ms): `down`, `ls` and every command
+# that only needs the paths below never pay for it.
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 NOT_BEFORE = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
 NOT_AFTER = datetime.datetime(2099, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
@@ -43,13 +45,6 @@ KUBERNETES_KEY = f"{PKI_DIR}/kubernetes-key.pem"
 # the node image, and a file is written by extracting a tar holding its parent folders: a `var/run`
 # folder in it would replace that symlink (and with it /var/run/netns, where `ip netns` looks).
 SERVICE_ACCOUNT_CA = "/run/secrets/kubernetes.io/serviceaccount/ca.crt"
-
-# KTHW's ca-csr.json and kubernetes-csr.json subjects.
-_PLACE = [
-    x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
-    x509.NameAttribute(NameOID.LOCALITY_NAME, "Portland"),
-    x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "Oregon"),
-]
 
 
 @dataclass(frozen=True)
@@ -76,6 +71,8 @@ def _seed(lab: str, label: str) -> bytes:
 
 
 def private_key(lab: str, label: str) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     return Ed25519PrivateKey.from_private_bytes(_seed(lab, label))
 
 
@@ -105,10 +102,14 @@ def ip_addresses(lab: Lab) -> list[IPv4Address]:
 
 
 def _pem(cert: x509.Certificate) -> str:
+    from cryptography.hazmat.primitives import serialization
+
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def _key_pem(key: Ed25519PrivateKey) -> str:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
@@ -117,6 +118,8 @@ def _key_pem(key: Ed25519PrivateKey) -> str:
 def _builder(
     lab: str, label: str, subject: x509.Name, issuer: x509.Name, key: Ed25519PrivateKey
 ) -> x509.CertificateBuilder:
+    from cryptography import x509
+
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -130,9 +133,15 @@ def _builder(
 
 
 def _name(unit: str, common: str) -> x509.Name:
+    """KTHW's ca-csr.json and kubernetes-csr.json subjects."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     return x509.Name(
         [
-            *_PLACE,
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+            x509.NameAttribute(NameOID.LOCALITY_NAME, "Portland"),
+            x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "Oregon"),
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Kubernetes"),
             x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit),
             x509.NameAttribute(NameOID.COMMON_NAME, common),
@@ -142,6 +151,8 @@ def _name(unit: str, common: str) -> x509.Name:
 
 def _usage(cert_sign: bool) -> x509.KeyUsage:
     """digitalSignature (Ed25519 keys sign, they never encipher), plus certSign and cRLSign for a CA."""
+    from cryptography import x509
+
     return x509.KeyUsage(
         digital_signature=True,
         content_commitment=False,
@@ -157,6 +168,9 @@ def _usage(cert_sign: bool) -> x509.KeyUsage:
 
 @cache
 def _issue(lab: str, ips: tuple[IPv4Address, ...], names: tuple[str, ...]) -> Pki:
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
     ca_key, key = private_key(lab, "ca"), private_key(lab, "kubernetes")
     ca_name = _name("CA", "Kubernetes")
     ca = (
