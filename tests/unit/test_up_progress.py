@@ -53,7 +53,7 @@ class FakeApplier:
         self.handle.calls.append(("apply", key))
 
     def uplinks(self, key: str, ops: Any) -> None:
-        self.handle.calls.append(("uplinks", key))
+        self.handle.calls += [("uplink", op.describe()) for op in ops]
 
 
 @pytest.fixture
@@ -142,3 +142,22 @@ def test_the_bars_show_each_count() -> None:
     for label in ("containers created", "nodes configured", "iptables rules", "pods serving"):
         assert label in text
     assert "1000/1000" in text and "8000/8000" in text and "51/51" in text
+
+
+def test_a_fresh_lab_is_built_as_each_container_appears_with_the_same_operations(fake_engine: FakeHandle) -> None:
+    """build_fresh overlaps configuring with creating: the router is built before any node's
+    uplink, each node is built after its uplink, and the work done equals the two-phase path's."""
+    events: list[Count] = []
+    lines: list[str] = []
+    up.build_fresh(fake_engine, PLAN, "image", "spec", lines.append, events.append)  # type: ignore[arg-type]
+    fresh = fake_engine.calls
+    two_phase = FakeHandle()
+    _up(two_phase, None)
+    assert sorted(fresh) == sorted(two_phase.calls)
+    router_built = fresh.index(("build", "router"))
+    assert all(fresh.index(("build", key)) > router_built for key in KEYS[1:])
+    assert min(i for i, call in enumerate(fresh) if call[0] == "uplink") > router_built
+    assert fresh.index(("put_files", "router")) > fresh.index(("create", "router"))
+    last = {e.what: e.done for e in events}
+    assert last == {"containers": 7, "nodes": 7, "rules": last["rules"], "pods": 7} and last["rules"] > 50
+    assert lines == ["creating 7 containers"]
