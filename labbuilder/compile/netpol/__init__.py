@@ -1,0 +1,1 @@
+"""NetworkPolicy: kube-router's enforcement as data (`names`, `kube_router`)."""
