@@ -6,6 +6,7 @@ the views. Nothing here performs I/O.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Literal
@@ -78,6 +79,7 @@ class Pod:
 class PodPort:
     port: int
     protocol: Protocol = "TCP"
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,85 @@ class Check:
     http: HttpCheck | None = None  # a reach check that also makes this request
 
 
+PolicyType = Literal["Ingress", "Egress"]
+SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
+
+
+@dataclass(frozen=True)
+class SelectorRequirement:
+    key: str
+    operator: SelectorOperator
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.operator == "In":
+            return labels.get(self.key) in self.values
+        if self.operator == "NotIn":
+            return labels.get(self.key) not in self.values
+        if self.operator == "Exists":
+            return self.key in labels
+        return self.key not in labels
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """metav1.LabelSelector; the empty selector selects everything."""
+
+    match_labels: tuple[tuple[str, str], ...] = ()
+    match_expressions: tuple[SelectorRequirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels) and all(
+            r.matches(labels) for r in self.match_expressions
+        )
+
+
+@dataclass(frozen=True)
+class IPBlock:
+    cidr: IPv4Network
+    except_: tuple[IPv4Network, ...] = ()
+
+
+@dataclass(frozen=True)
+class PolicyPeer:
+    """Exactly one of: ip_block, or pod_selector and/or namespace_selector."""
+
+    pod_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    ip_block: IPBlock | None = None
+
+
+@dataclass(frozen=True)
+class PolicyPort:
+    protocol: Protocol = "TCP"
+    port: int | str | None = None  # None: every port of the protocol; str: a named port
+    end_port: int | None = None
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """One ingress or egress rule; empty peers = every peer, empty ports = every port."""
+
+    peers: tuple[PolicyPeer, ...] = ()
+    ports: tuple[PolicyPort, ...] = ()
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    name: str
+    namespace: str
+    pod_selector: LabelSelector
+    policy_types: tuple[PolicyType, ...]
+    ingress: tuple[PolicyRule, ...] = ()
+    egress: tuple[PolicyRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    labels: tuple[tuple[str, str], ...]  # always holds kubernetes.io/metadata.name=<name>
+
+
 @dataclass(frozen=True)
 class Lab:
     name: str
@@ -179,6 +260,14 @@ class Lab:
     services: tuple[Service, ...] = ()
     checks: tuple[Check, ...] = ()
     proxy_style: ProxyStyle = "current"
+    namespaces: tuple[Namespace, ...] = ()  # every namespace pods, services or policies use
+    network_policies: tuple[NetworkPolicy, ...] = ()
+
+    def namespace(self, name: str) -> Namespace:
+        for namespace in self.namespaces:
+            if namespace.name == name:
+                return namespace
+        return Namespace(name, (("kubernetes.io/metadata.name", name),))
 
     def node(self, name: str) -> Node:
         for node in self.nodes:
