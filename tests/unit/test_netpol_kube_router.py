@@ -7,7 +7,8 @@ from dataclasses import replace
 from ipaddress import IPv4Network
 
 from labbuilder.compile.netpol import names
-from labbuilder.compile.netpol.kube_router import ipset_restore, kube_router, resolve_ports
+from labbuilder.compile.netpol.ipset import parse_save, restore
+from labbuilder.compile.netpol.kube_router import kube_router, resolve_ports
 from labbuilder.spec.load import load
 from labbuilder.spec.model import (
     IPBlock,
@@ -156,4 +157,24 @@ def test_ipset_restore_is_kube_routers_tmp_and_swap():
         f"add {tmp} {second[1]} timeout 0\ncreate {second[0]} hash:ip timeout 0\nswap {tmp} {second[0]}\nflush {tmp}\n"
         f"destroy {tmp}\n"
     )
-    assert ipset_restore(()) == ""
+    assert restore(()) == ""
+
+
+def test_ipset_save_reads_back_as_members():
+    # `ipset save` of a node (ipset 7.17): initval and bucketsize printed, hash order, /32 dropped.
+    opts = "family inet hashsize 1024 maxelem 65536 timeout 0 bucketsize 12"
+    saved = "\n".join(
+        [
+            f"create KUBE-DST-TEST hash:ip {opts} initval 0x19e3b9cc",
+            "add KUBE-DST-TEST 10.0.0.2 timeout 0",
+            f"create KUBE-SRC-NET hash:net {opts} initval 0xa392b878",
+            "add KUBE-SRC-NET 10.1.0.0/16 timeout 0 nomatch",
+            "add KUBE-SRC-NET 10.0.0.5 timeout 0",
+            "add KUBE-SRC-NET 10.0.0.0/8 timeout 0",
+            f"create TMP-XD7BSSQZELS7TP35 hash:ip {opts} initval 0x1",
+        ]
+    )
+    assert parse_save(saved) == {
+        "KUBE-DST-TEST": ("hash:ip", frozenset({"10.0.0.2"})),
+        "KUBE-SRC-NET": ("hash:net", frozenset({"!10.1.0.0/16", "10.0.0.5", "10.0.0.0/8"})),
+    }

@@ -26,30 +26,17 @@ from ipaddress import IPv4Network
 
 from labbuilder.compile.netfilter import Table, comment
 from labbuilder.compile.netpol import names
+from labbuilder.compile.netpol.ipset import HASH_IP, HASH_NET, IpSet, restore
 from labbuilder.compile.netpol.semantics import peer_pods, selected_pods
 from labbuilder.spec.model import Lab, NetworkPolicy, Node, Pod, PolicyPeer, PolicyPort, PolicyRule
 
 NODE_PORT_RANGE = "30000:32767"  # --service-node-port-range, as validateNodePortRange writes it
-HASH_IP, HASH_NET = "hash:ip", "hash:net"
 # utils.CommonICMPRules for IPv4: what KUBE-NWPLCY-DEFAULT lets through before marking.
 _ICMP = (
     (8, "allow icmp echo requests"),
     (3, "allow icmp destination unreachable messages"),
     (11, "allow icmp time exceeded messages"),
 )
-
-
-@dataclass(frozen=True)
-class IpSet:
-    """One ipset as kube-router's RefreshSet makes it: `<type> timeout 0`, entries with their options."""
-
-    name: str
-    kind: str  # hash:ip or hash:net
-    entries: tuple[str, ...]  # "10.200.0.2 timeout 0", "10.0.0.0/8 timeout 0 nomatch"
-
-    @property
-    def options(self) -> str:
-        return f"{self.kind} timeout 0"
 
 
 @dataclass(frozen=True)
@@ -71,7 +58,7 @@ class KubeRouter:
 
     @property
     def restore(self) -> str:
-        return ipset_restore(self.ipsets)
+        return restore(self.ipsets)
 
     def node_tables(self, node: Node) -> list[Table]:
         return [pod_firewalls(self.lab, node)]
@@ -303,22 +290,6 @@ def _refresh(sets: dict[str, IpSet], name: str, kind: str, entries: tuple[str, .
     """RefreshSet: the first creation fixes the type; the last refresh sets the entries."""
     first = sets.get(name)
     sets[name] = IpSet(name, first.kind if first else kind, entries)
-
-
-def ipset_restore(sets: Iterable[IpSet]) -> str:
-    """utils.buildIPSetRestore: each set filled in a scratch set and swapped in, sets by name, so
-    one `ipset restore -exist` makes every set hold exactly its entries, again and again."""
-    out: list[str] = []
-    tmps: dict[str, str] = {}
-    for s in sorted(sets, key=lambda s: s.name):
-        tmp = tmps.get(s.options)
-        if tmp is None:
-            tmp = tmps[s.options] = names.tmp_set(s.options)
-            out += [f"create {tmp} {s.options}", f"flush {tmp}"]
-        out += [f"add {tmp} {entry}" for entry in s.entries]
-        out += [f"create {s.name} {s.options}", f"swap {tmp} {s.name}", f"flush {tmp}"]
-    out += [f"destroy {tmp}" for tmp in sorted(tmps.values())]
-    return "".join(line + "\n" for line in out)
 
 
 # ---- per node: one firewall chain per local pod ------------------------------------------------
