@@ -6,6 +6,7 @@ the views. Nothing here performs I/O.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Literal
@@ -19,6 +20,9 @@ RouteMode = Literal["router", "nodes"]
 ProxyStyle = Literal["current", "2018"]
 ServiceType = Literal["ClusterIP", "NodePort"]
 PodApp = Literal["server", "dns"]
+PolicyType = Literal["Ingress", "Egress"]
+SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # the apiserver sets it on every namespace
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class Pod:
 class PodPort:
     port: int
     protocol: Protocol = "TCP"
+    name: str = ""  # a named containerPort: what a policy's `port: http` means for this pod
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,108 @@ class Check:
 
 
 @dataclass(frozen=True)
+class SelectorRequirement:
+    key: str
+    operator: SelectorOperator
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.operator == "In":
+            return self.key in labels and labels[self.key] in self.values
+        if self.operator == "NotIn":  # as labels.Selector: a missing key is "not in" any set
+            return self.key not in labels or labels[self.key] not in self.values
+        if self.operator == "Exists":
+            return self.key in labels
+        return self.key not in labels
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """metav1.LabelSelector: every matchLabels pair AND every expression; the empty selector selects all."""
+
+    match_labels: tuple[tuple[str, str], ...] = ()
+    match_expressions: tuple[SelectorRequirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels) and all(
+            e.matches(labels) for e in self.match_expressions
+        )
+
+    @property
+    def empty(self) -> bool:
+        return not self.match_labels and not self.match_expressions
+
+    def __str__(self) -> str:
+        """As kubectl prints a selector (`pod=a,tier in (db,web)`); `<none>` for the empty one."""
+        parts = [f"{k}={v}" for k, v in self.match_labels]
+        for e in self.match_expressions:
+            if e.operator == "Exists":
+                parts.append(e.key)
+            elif e.operator == "DoesNotExist":
+                parts.append(f"!{e.key}")
+            else:
+                parts.append(f"{e.key} {e.operator.lower()} ({','.join(e.values)})")
+        return ",".join(parts) or "<none>"
+
+
+@dataclass(frozen=True)
+class IPBlock:
+    cidr: IPv4Network
+    except_: tuple[IPv4Network, ...] = ()
+
+    def __contains__(self, ip: object) -> bool:
+        return isinstance(ip, IPv4Address) and ip in self.cidr and not any(ip in e for e in self.except_)
+
+
+@dataclass(frozen=True)
+class PolicyPeer:
+    """One `from`/`to` item: an ipBlock, or pods chosen by podSelector and/or namespaceSelector (AND)."""
+
+    pod_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    ip_block: IPBlock | None = None
+
+
+@dataclass(frozen=True)
+class PolicyPort:
+    protocol: Protocol = "TCP"
+    port: int | str | None = None  # None: every port of the protocol; str: a named port
+    end_port: int | None = None
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """One ingress or egress rule: no peers means every peer, no ports every port."""
+
+    peers: tuple[PolicyPeer, ...] = ()
+    ports: tuple[PolicyPort, ...] = ()
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    name: str
+    namespace: str
+    pod_selector: LabelSelector
+    policy_types: tuple[PolicyType, ...]
+    ingress: tuple[PolicyRule, ...] = ()
+    egress: tuple[PolicyRule, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    labels: tuple[tuple[str, str], ...]  # always holds kubernetes.io/metadata.name=<name>
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+
+@dataclass(frozen=True)
 class Lab:
     name: str
     network: NodeNetwork
@@ -179,12 +286,21 @@ class Lab:
     services: tuple[Service, ...] = ()
     checks: tuple[Check, ...] = ()
     proxy_style: ProxyStyle = "current"
+    namespaces: tuple[Namespace, ...] = ()  # every namespace pods, services or policies use
+    network_policies: tuple[NetworkPolicy, ...] = ()
 
     def node(self, name: str) -> Node:
         for node in self.nodes:
             if node.name == name:
                 return node
         raise KeyError(name)
+
+    def namespace(self, name: str) -> Namespace:
+        for namespace in self.namespaces:
+            if namespace.name == name:
+                return namespace
+        # A namespace the lab never declared still carries the label the apiserver always sets.
+        return Namespace(name, ((NAMESPACE_NAME_LABEL, name),))
 
     @property
     def pods(self) -> tuple[Pod, ...]:
