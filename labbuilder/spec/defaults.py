@@ -44,6 +44,9 @@ DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
             "sessionAffinityTimeout": 10800,  # kube-proxy's ClientIP affinity: 3 hours
         },
         "services.*.ports.*": {"protocol": "TCP"},
+        "networkPolicies.*": {"namespace": "default"},
+        "networkPolicies.*.ingress.*.ports.*": {"protocol": "TCP"},
+        "networkPolicies.*.egress.*.ports.*": {"protocol": "TCP"},
         "checks.*": {"expect": "reach"},
         "checks.*.http": {"path": "/", "status": 200},
     }

@@ -20,6 +20,9 @@ RouteMode = Literal["router", "nodes"]
 ProxyStyle = Literal["current", "2018"]
 ServiceType = Literal["ClusterIP", "NodePort"]
 PodApp = Literal["server", "dns"]
+PolicyType = Literal["Ingress", "Egress"]
+SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # the apiserver sets it on every namespace
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class Pod:
 class PodPort:
     port: int
     protocol: Protocol = "TCP"
-    name: str = ""
+    name: str = ""  # a named containerPort: what a policy's `port: http` means for this pod
 
 
 @dataclass(frozen=True)
@@ -171,10 +174,6 @@ class Check:
     http: HttpCheck | None = None  # a reach check that also makes this request
 
 
-PolicyType = Literal["Ingress", "Egress"]
-SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
-
-
 @dataclass(frozen=True)
 class SelectorRequirement:
     key: str
@@ -183,9 +182,9 @@ class SelectorRequirement:
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         if self.operator == "In":
-            return labels.get(self.key) in self.values
-        if self.operator == "NotIn":
-            return labels.get(self.key) not in self.values
+            return self.key in labels and labels[self.key] in self.values
+        if self.operator == "NotIn":  # as labels.Selector: a missing key is "not in" any set
+            return self.key not in labels or labels[self.key] not in self.values
         if self.operator == "Exists":
             return self.key in labels
         return self.key not in labels
@@ -193,15 +192,31 @@ class SelectorRequirement:
 
 @dataclass(frozen=True)
 class LabelSelector:
-    """metav1.LabelSelector; the empty selector selects everything."""
+    """metav1.LabelSelector: every matchLabels pair AND every expression; the empty selector selects all."""
 
     match_labels: tuple[tuple[str, str], ...] = ()
     match_expressions: tuple[SelectorRequirement, ...] = ()
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(labels.get(k) == v for k, v in self.match_labels) and all(
-            r.matches(labels) for r in self.match_expressions
+            e.matches(labels) for e in self.match_expressions
         )
+
+    @property
+    def empty(self) -> bool:
+        return not self.match_labels and not self.match_expressions
+
+    def __str__(self) -> str:
+        """As kubectl prints a selector (`pod=a,tier in (db,web)`); `<none>` for the empty one."""
+        parts = [f"{k}={v}" for k, v in self.match_labels]
+        for e in self.match_expressions:
+            if e.operator == "Exists":
+                parts.append(e.key)
+            elif e.operator == "DoesNotExist":
+                parts.append(f"!{e.key}")
+            else:
+                parts.append(f"{e.key} {e.operator.lower()} ({','.join(e.values)})")
+        return ",".join(parts) or "<none>"
 
 
 @dataclass(frozen=True)
@@ -209,10 +224,13 @@ class IPBlock:
     cidr: IPv4Network
     except_: tuple[IPv4Network, ...] = ()
 
+    def __contains__(self, ip: object) -> bool:
+        return isinstance(ip, IPv4Address) and ip in self.cidr and not any(ip in e for e in self.except_)
+
 
 @dataclass(frozen=True)
 class PolicyPeer:
-    """Exactly one of: ip_block, or pod_selector and/or namespace_selector."""
+    """One `from`/`to` item: an ipBlock, or pods chosen by podSelector and/or namespaceSelector (AND)."""
 
     pod_selector: LabelSelector | None = None
     namespace_selector: LabelSelector | None = None
@@ -228,7 +246,7 @@ class PolicyPort:
 
 @dataclass(frozen=True)
 class PolicyRule:
-    """One ingress or egress rule; empty peers = every peer, empty ports = every port."""
+    """One ingress or egress rule: no peers means every peer, no ports every port."""
 
     peers: tuple[PolicyPeer, ...] = ()
     ports: tuple[PolicyPort, ...] = ()
@@ -243,11 +261,19 @@ class NetworkPolicy:
     ingress: tuple[PolicyRule, ...] = ()
     egress: tuple[PolicyRule, ...] = ()
 
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
 
 @dataclass(frozen=True)
 class Namespace:
     name: str
     labels: tuple[tuple[str, str], ...]  # always holds kubernetes.io/metadata.name=<name>
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
 
 
 @dataclass(frozen=True)
@@ -263,17 +289,18 @@ class Lab:
     namespaces: tuple[Namespace, ...] = ()  # every namespace pods, services or policies use
     network_policies: tuple[NetworkPolicy, ...] = ()
 
-    def namespace(self, name: str) -> Namespace:
-        for namespace in self.namespaces:
-            if namespace.name == name:
-                return namespace
-        return Namespace(name, (("kubernetes.io/metadata.name", name),))
-
     def node(self, name: str) -> Node:
         for node in self.nodes:
             if node.name == name:
                 return node
         raise KeyError(name)
+
+    def namespace(self, name: str) -> Namespace:
+        for namespace in self.namespaces:
+            if namespace.name == name:
+                return namespace
+        # A namespace the lab never declared still carries the label the apiserver always sets.
+        return Namespace(name, ((NAMESPACE_NAME_LABEL, name),))
 
     @property
     def pods(self) -> tuple[Pod, ...]:

@@ -32,6 +32,7 @@ from labbuilder.spec.model import (
     Service,
     ServicePort,
 )
+from labbuilder.spec.policies import PolicyReader
 
 APISERVER_PORT = 6443
 RESERVED_NODE_NAMES = {ROUTER: "the lab's router is named <lab>-router already"}
@@ -126,8 +127,27 @@ class _Resolver:
         nodes = self.place_pods(nodes, cluster)
         services = self.services(cluster, nodes)
         style = self.section("kubeProxy")["style"]
-        lab = Lab(self.data["name"], network, cluster, cni, tuple(nodes), services, (), style)
+        reader = PolicyReader(self.error, self.warn)
+        policies = reader.policies(self.data.get("networkPolicies", []))
+        used = [p.namespace for n in nodes for p in n.pods] + [s.namespace for s in services]
+        namespaces = reader.namespaces(self.data.get("namespaces", []), used + [p.namespace for p in policies])
+        lab = Lab(self.data["name"], network, cluster, cni, tuple(nodes), services, (), style, namespaces, policies)
+        self.check_named_ports(lab)
         return replace(lab, checks=self.checks(lab, self.data.get("checks", []), ("checks",)))
+
+    def check_named_ports(self, lab: Lab) -> None:
+        """A policy's named port that no pod has selects nothing: legal, and almost surely a typo."""
+        names = {(p.name, p.protocol) for pod in lab.pods for p in pod.ports if p.name}
+        for i, policy in enumerate(lab.network_policies):
+            for direction, rules in (("ingress", policy.ingress), ("egress", policy.egress)):
+                for j, rule in enumerate(rules):
+                    for k, port in enumerate(rule.ports):
+                        if isinstance(port.port, str) and (port.port, port.protocol) not in names:
+                            self.warn(
+                                ("networkPolicies", i, direction, j, "ports", k, "port"),
+                                f"no pod has a {port.protocol} port named {port.port!r}: this port selects nothing",
+                                "name a workload port: ports: [{port: 80, name: " + port.port + "}]",
+                            )
 
     def check_name(self) -> None:
         """The file's name passed the schema; one given on the command line (`up --name`) has not."""
@@ -370,9 +390,10 @@ class _Resolver:
                 )
                 return nodes
             ports = tuple(
-                PodPort(p["port"], p["protocol"])
+                PodPort(p["port"], p["protocol"], p.get("name", ""))
                 for p in (defaults.of("workloads.*.ports.*", p) for p in w.get("ports", []))
             )
+            self.check_port_names(path, ports)
             if "port" in w:
                 ports = (PodPort(w["port"], defaults.DEFAULTS["workloads.*.ports.*"]["protocol"]), *ports)
             labels = w.get("labels", defaults.labels(w["name"]))
@@ -384,6 +405,16 @@ class _Resolver:
             placed[pod_nodes[0]].append(DNS_POD)
         rows = {n["name"]: i for i, n in enumerate(self.data["nodes"])}
         return [self.with_pods(node, rows[node.name], placed[node.name]) for node in nodes]
+
+    def check_port_names(self, path: Path_, ports: tuple[PodPort, ...]) -> None:
+        """As the API server: a pod's port names are unique."""
+        seen: set[str] = set()
+        for j, port in enumerate(ports):
+            if port.name and port.name in seen:
+                self.error(
+                    (*path, "ports", j, "name"), f"port name {port.name!r} is used twice", "port names are unique"
+                )
+            seen.add(port.name)
 
     def targets_ok(self, path: Path_, targets: list[str], by_name: dict[str, Node]) -> bool:
         for t_index, target in enumerate(targets):
