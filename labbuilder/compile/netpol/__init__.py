@@ -1,0 +1,1 @@
+"""NetworkPolicy: its meaning (`semantics`, pure Kubernetes rules) and its datapath."""
