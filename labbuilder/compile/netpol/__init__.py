@@ -1,1 +1,2 @@
-"""NetworkPolicy: kube-router's enforcement as data (`names`, `kube_router`)."""
+"""NetworkPolicy: its meaning (`semantics`, pure Kubernetes rules) and kube-router's datapath
+(`names`, `ipset`, `kube_router`)."""
