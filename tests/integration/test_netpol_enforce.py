@@ -147,3 +147,15 @@ def test_diff_sees_a_sabotaged_ipset_and_reset_repairs_it(kr):
     assert labbuilder("diff", kr.name).returncode == 0
     assert curl(kr, src, f"http://{dst.ip}/")[:2] == (0, "200")
     assert str(pod(kr, "x/a").ip) not in sh("docker", "exec", node, "ipset", "list", allowed).stdout
+
+
+def test_trace_shows_the_policy_that_allowed_and_the_reject_that_refused(kr):
+    if kr.cni.mode != "bridge":
+        pytest.skip("trace reads the same chains in every mode")
+    refused = labbuilder("trace", kr.name, "y/a", "x/a:80").stdout
+    chain = names.pod_chain("x", pod(kr, "x/a").name)
+    assert f"kube-router REJECTs it in {chain}, the firewall of x/{pod(kr, 'x/a').name}" in refused
+    assert "result: refused" in refused
+    allowed = labbuilder("trace", kr.name, "y/a", "x/b:80").stdout
+    assert f"policy x/allow-y-to-b allows it ({names.policy_chain('x', 'allow-y-to-b')}" in allowed
+    assert "KUBE-NWPLCY-DEFAULT lets it through" in allowed  # y/a's own egress: no policy isolates it
