@@ -49,6 +49,7 @@ DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
         "networkPolicies.*.egress.*.ports.*": {"protocol": "TCP"},
         "checks.*": {"expect": "reach"},
         "checks.*.http": {"path": "/", "status": 200},
+        "checks.*.matrix": {"port": 80, "protocol": "tcp", "group": "pods"},
     }
 )
 

@@ -350,7 +350,7 @@ def _text_problem(text: str, file: str) -> Problem | None:
     )
 
 
-def load_bytes(data: bytes, file: str, schema: dict[str, Any] | None = None) -> Spec:
+def load_bytes(data: bytes, file: str, schema: dict[str, Any] | None = None, base: Path | None = None) -> Spec:
     """`load_text` for the raw bytes of a file: they must be UTF-8 text of at most 1 MiB."""
     if len(data) > MAX_BYTES:
         raise SpecError([Problem(f"the file is larger than {MAX_BYTES >> 20} MiB", file, 1, 1)])
@@ -364,7 +364,7 @@ def load_bytes(data: bytes, file: str, schema: dict[str, Any] | None = None) -> 
         raise SpecError(
             [Problem(f"not UTF-8 text: byte 0x{data[bad]:02x}", file, line, col, "save the file as UTF-8")]
         ) from None
-    return load_text(text, file, schema)
+    return load_text(text, file, schema, base)
 
 
 def _parse(text: str, file: str, documents: bool = False) -> _Builder:

@@ -157,6 +157,17 @@ class HttpCheck:
 
 
 @dataclass(frozen=True)
+class MatrixCheck:
+    """Every serving pod to every other on one port: the measured truth table must equal `expect`,
+    or when it is None, the table the lab's NetworkPolicies imply."""
+
+    port: int = 80
+    protocol: Protocol = "TCP"
+    group: Literal["pods", "namespaces"] = "pods"
+    expect: str | None = None  # a truth table as the e2e suite prints it (spec/truthtable.py)
+
+
+@dataclass(frozen=True)
 class Check:
     """One thing `labbuilder check` verifies: reach, a route, a DNS answer, a NAT translation."""
 
@@ -172,6 +183,7 @@ class Check:
     dns: str | None = None
     answer: str | None = None
     http: HttpCheck | None = None  # a reach check that also makes this request
+    matrix: MatrixCheck | None = None  # the reachability matrix of the lab's pods
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,60 @@
+"""`check --matrix` on the real engine: the truth table measured with packets from every pod's
+namespace, printed as the e2e suite prints it, and compared with the one the policies imply."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from labbuilder.spec import refs
+from labbuilder.spec.lab_file import resolve_file
+from tests.integration.conftest import ROOT, bring_up, labbuilder
+
+pytestmark = pytest.mark.docker
+LAB = str(ROOT / "tests/integration/labs/netpol-open.yaml")
+
+OPEN = "-\tx/a\tx/b\ty/a\ty/b\nx/a\t.\t.\t.\t.\nx/b\t.\t.\t.\t.\ny/a\t.\t.\t.\t.\ny/b\t.\t.\t.\t.\n"
+
+
+@pytest.fixture(scope="module")
+def open_lab(host_before) -> Iterator[str]:
+    yield from bring_up(LAB, "npopen")
+
+
+def test_without_policies_every_pod_reaches_every_pod(open_lab):
+    started = time.monotonic()
+    assert labbuilder("check", open_lab, "--matrix").stdout == OPEN
+    assert time.monotonic() - started < 10, "probes run in parallel"
+    expected = labbuilder("check", open_lab, "--matrix", "--expect")
+    assert "measured = expected: all 16 cells agree" in expected.stdout
+    udp = labbuilder("check", open_lab, "--matrix", "--port", "81/udp", "--group", "namespaces")
+    assert udp.stdout == "-\tx\ty\nx\t.\t.\ny\t.\t.\n"
+    assert "1 passed, 0 failed" in labbuilder("check", open_lab).stdout
+
+
+def test_a_port_nobody_serves_is_no_matrix(open_lab):
+    none = labbuilder("check", open_lab, "--matrix", "--port", "81/tcp", check=False)
+    assert none.returncode == 1 and "no pod serves 81/tcp" in none.stderr
+
+
+def test_a_blocked_cell_is_measured_and_differs_from_the_expectation(open_lab):
+    """No enforcement needed to see the measurement and the comparison fail: a learner's own
+    iptables rule in y/b's namespace drops what x/a sends it."""
+    x_a = refs.pod(resolve_file(LAB, open_lab)[1].lab, "x/a").ip
+    rule = ["-I", "INPUT", "-s", str(x_a), "-p", "tcp", "--dport", "80", "-j", "DROP"]
+    labbuilder("exec", open_lab, "y/b", "--", "iptables", *rule)
+    try:
+        measured = labbuilder("check", open_lab, "--matrix").stdout
+        assert measured == OPEN.replace("x/a\t.\t.\t.\t.", "x/a\t.\t.\t.\tX")
+        compared = labbuilder("check", open_lab, "--matrix", "--expect", check=False)
+        assert compared.returncode == 1
+        assert "1 cell(s) differ (*):\n  x/a → y/b: measured X, expected ." in compared.stdout
+        assert "X*" in compared.stdout
+        graded = labbuilder("check", open_lab, "-o", "json", check=False)
+        assert graded.returncode == 1
+        assert json.loads(graded.stdout)[0]["detail"] == "1 cell(s) differ: x/a → y/b: X, expected ."
+    finally:
+        labbuilder("exec", open_lab, "y/b", "--", "iptables", "-D", *rule[1:])
