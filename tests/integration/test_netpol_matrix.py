@@ -58,3 +58,27 @@ def test_a_blocked_cell_is_measured_and_differs_from_the_expectation(open_lab):
         assert json.loads(graded.stdout)[0]["detail"] == "1 cell(s) differ: x/a → y/b: X, expected ."
     finally:
         labbuilder("exec", open_lab, "y/b", "--", "iptables", "-D", *rule[1:])
+
+
+NETPOL = str(ROOT / "labs/netpol.yaml")
+
+
+@pytest.fixture(scope="module")
+def netpol(host_before) -> Iterator[str]:
+    yield from bring_up(NETPOL, "npshipped")
+
+
+def test_the_shipped_netpol_lab_measures_what_its_policies_imply(netpol):
+    """kube-router's enforcement (bridge mode; every mode is test_netpol_enforce's) against the
+    semantics, through the commands a learner types: both ports, both groupings, every check."""
+    for port in ("80/tcp", "81/tcp", "80/udp"):
+        result = labbuilder("check", netpol, "--matrix", "--port", port, "--expect", check=False)
+        assert result.returncode == 0, result.stdout
+        assert "measured = expected: all 81 cells agree" in result.stdout
+    measured = labbuilder("check", netpol, "--matrix").stdout
+    assert measured.splitlines()[1] == "x/a\t.\tX\tX\t.\t.\t.\t.\t.\tX", "x is default-deny; z/c is closed on 80"
+    assert measured.splitlines()[5] == "y/b\t.\tX\tX\t.\t.\t.\t.\t.\tX", "y reaches x/a across nodes too"
+    assert measured.splitlines()[8] == "z/b\tX\tX\tX\tX\tX\tX\tX\t.\tX", "z/b may only ask the DNS"
+    grouped = labbuilder("check", netpol, "--matrix", "--group", "namespaces", "--expect")
+    assert "measured = expected: all 9 cells agree" in grouped.stdout
+    assert "8 passed, 0 failed" in labbuilder("check", netpol).stdout
