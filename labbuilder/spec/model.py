@@ -219,16 +219,14 @@ class LabelSelector:
         return not self.match_labels and not self.match_expressions
 
     def __str__(self) -> str:
-        """As kubectl prints a selector (`pod=a,tier in (db,web)`); `<none>` for the empty one."""
-        parts = [f"{k}={v}" for k, v in self.match_labels]
+        """As kubectl prints a selector (metav1.FormatLabelSelector): requirements sorted by key,
+        values sorted — `pod=a,tier in (db,web)`, `!canary` — and `<none>` for the empty one."""
+        parts = [(k, f"{k}={v}") for k, v in self.match_labels]
         for e in self.match_expressions:
-            if e.operator == "Exists":
-                parts.append(e.key)
-            elif e.operator == "DoesNotExist":
-                parts.append(f"!{e.key}")
-            else:
-                parts.append(f"{e.key} {e.operator.lower()} ({','.join(e.values)})")
-        return ",".join(parts) or "<none>"
+            values = ",".join(sorted(e.values))
+            text = {"In": f"{e.key} in ({values})", "NotIn": f"{e.key} notin ({values})", "Exists": e.key}
+            parts.append((e.key, text.get(e.operator, f"!{e.key}")))
+        return ",".join(text for _, text in sorted(parts, key=lambda part: part[0])) or "<none>"
 
 
 @dataclass(frozen=True)
