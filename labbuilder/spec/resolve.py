@@ -128,26 +128,12 @@ class _Resolver:
         services = self.services(cluster, nodes)
         style = self.section("kubeProxy")["style"]
         reader = PolicyReader(self.error, self.warn)
-        policies = reader.policies(self.data.get("networkPolicies", []))
+        pods = [p for n in nodes for p in n.pods]
+        policies = reader.policies(self.data.get("networkPolicies", []), pods)
         used = [p.namespace for n in nodes for p in n.pods] + [s.namespace for s in services]
         namespaces = reader.namespaces(self.data.get("namespaces", []), used + [p.namespace for p in policies])
         lab = Lab(self.data["name"], network, cluster, cni, tuple(nodes), services, (), style, namespaces, policies)
-        self.check_named_ports(lab)
         return replace(lab, checks=self.checks(lab, self.data.get("checks", []), ("checks",)))
-
-    def check_named_ports(self, lab: Lab) -> None:
-        """A policy's named port that no pod has selects nothing: legal, and almost surely a typo."""
-        names = {(p.name, p.protocol) for pod in lab.pods for p in pod.ports if p.name}
-        for i, policy in enumerate(lab.network_policies):
-            for direction, rules in (("ingress", policy.ingress), ("egress", policy.egress)):
-                for j, rule in enumerate(rules):
-                    for k, port in enumerate(rule.ports):
-                        if isinstance(port.port, str) and (port.port, port.protocol) not in names:
-                            self.warn(
-                                ("networkPolicies", i, direction, j, "ports", k, "port"),
-                                f"no pod has a {port.protocol} port named {port.port!r}: this port selects nothing",
-                                "name a workload port: ports: [{port: 80, name: " + port.port + "}]",
-                            )
 
     def check_name(self) -> None:
         """The file's name passed the schema; one given on the command line (`up --name`) has not."""
