@@ -147,6 +147,8 @@ def _superseded(want: NsDesired) -> None:
 def diff(plan: Plan, observed: dict[str, ContainerObserved]) -> list[Difference]:
     """Every difference between the plan and what the lab holds, container by container."""
     desired = desired_state(plan)
+    netpol = kube_router(plan.lab)
+    sets = netpol.ipsets if netpol else ()  # the same on every node: computed once
     found: list[Difference] = []
     for spec in plan.containers:
         seen = observed[spec.key]
@@ -161,7 +163,7 @@ def diff(plan: Plan, observed: dict[str, ContainerObserved]) -> list[Difference]
         for ns, want in desired.items():
             if ns.container == spec.key and ns in seen.namespaces:
                 found += _namespace(spec.key, ns, want, seen.namespaces[ns])
-        found += _files_rules_processes(plan, spec.key, seen)
+        found += _files_rules_processes(plan, spec.key, seen, sets)
     return found
 
 
@@ -208,7 +210,9 @@ def _namespace(key: str, ns: Ns, want: NsDesired, have: NsObserved) -> list[Diff
     return out
 
 
-def _files_rules_processes(plan: Plan, key: str, seen: ContainerObserved) -> list[Difference]:
+def _files_rules_processes(
+    plan: Plan, key: str, seen: ContainerObserved, sets: tuple[ipset.IpSet, ...] = ()
+) -> list[Difference]:
     out: list[Difference] = []
     ops = plan.steps.get(key, ())
     for op in ops:
@@ -216,7 +220,7 @@ def _files_rules_processes(plan: Plan, key: str, seen: ContainerObserved) -> lis
             change: Change = "missing" if seen.files.get(op.path) is None else "changed"
             out.append(Difference(key, "file", f"file {op.path}", change, owner=key))
     if any(isinstance(op, Ipsets) for op in ops) and seen.ipsets is not None:
-        out += _ipsets(plan, key, seen.ipsets)
+        out += _ipsets(sets, key, seen.ipsets)
     rules = [op for op in ops if isinstance(op, Iptables)]
     if rules and seen.iptables is not None:
         want, have = normalise(parse_save(rules[-1].payload)), normalise(parse_save(seen.iptables))
@@ -237,12 +241,11 @@ def _policy_chain(chain: str) -> bool:
     return chain.startswith(("KUBE-NWPLCY-", "KUBE-POD-FW-", "KUBE-ROUTER-"))
 
 
-def _ipsets(plan: Plan, key: str, saved: str) -> list[Difference]:
+def _ipsets(sets: tuple[ipset.IpSet, ...], key: str, saved: str) -> list[Difference]:
     """kube-router's sets: a set missing, a member missing or added (what `ipset del/add` did)."""
-    netpol = kube_router(plan.lab)
     have = ipset.parse_save(saved)
     out: list[Difference] = []
-    for want in netpol.ipsets if netpol else ():
+    for want in sets:
         if want.name not in have:
             out.append(Difference(key, "ipset", f"ipset {want.name}", "missing", owner=key))
             continue

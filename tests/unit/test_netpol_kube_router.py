@@ -178,3 +178,25 @@ def test_ipset_save_reads_back_as_members():
         "KUBE-DST-TEST": ("hash:ip", frozenset({"10.0.0.2"})),
         "KUBE-SRC-NET": ("hash:net", frozenset({"!10.1.0.0/16", "10.0.0.5", "10.0.0.0/8"})),
     }
+
+
+def test_egress_to_every_destination_on_a_port_and_to_pods():
+    dns = PolicyRule(ports=(PolicyPort("UDP", 53),))
+    to_nginx = PolicyRule((PolicyPeer(NGINX),))
+    policy = NetworkPolicy("egress", "default", SHELL, ("Egress",), egress=(dns, to_nginx))
+    kr = kube_router(lab(policy))
+    src, peers = names.target_src_set("default", "egress"), names.egress_pod_set("default", "egress", 1)
+    chain = kr.shared[0].chains[names.policy_chain("default", "egress")]
+    by = "selected by policy name"
+    to_all = f"rule to ACCEPT traffic from source pods to all destinations {by}: egress namespace default"
+    to_pods = f"rule to ACCEPT traffic from source pods to dest pods {by} egress namespace default"
+    mark = "-j MARK --set-xmark 0x10000/0x10000"
+    assert chain[0] == f'-p udp -m comment --comment "{to_all}" -m set --match-set {src} src -m udp --dport 53 {mark}'
+    assert (
+        chain[2]
+        == f'-m comment --comment "{to_pods}" -m set --match-set {src} src -m set --match-set {peers} dst {mark}'
+    )
+    assert len(chain) == 4
+    assert {s.name: s.entries for s in kr.ipsets} == {src: ("10.244.1.2 timeout 0",), peers: ("10.244.2.2 timeout 0",)}
+    # An egress policy never writes the target's destination set.
+    assert names.target_dst_set("default", "egress") not in {s.name for s in kr.ipsets}

@@ -55,13 +55,14 @@ class KubeRouter:
     lab: Lab
     ipsets: tuple[IpSet, ...]
     shared: tuple[Table, ...]  # the filter table's rules common to every node
+    targets: dict[str, frozenset[str]]  # policy ref → refs of the pods it selects (its targetPods)
 
     @property
     def restore(self) -> str:
         return restore(self.ipsets)
 
     def node_tables(self, node: Node) -> list[Table]:
-        return [pod_firewalls(self.lab, node)]
+        return [pod_firewalls(self.lab, node, self.targets)]
 
 
 def kube_router(lab: Lab) -> KubeRouter | None:
@@ -75,7 +76,8 @@ def kube_router(lab: Lab) -> KubeRouter | None:
     sets: dict[str, IpSet] = {}
     for policy in lab.network_policies:
         policy_chain(lab, policy, table, sets)
-    return KubeRouter(lab, tuple(sets.values()), (table,))
+    targets = {p.ref: frozenset(pod.ref for pod in selected_pods(lab, p)) for p in lab.network_policies}
+    return KubeRouter(lab, tuple(sets.values()), (table,), targets)
 
 
 # ---- every node: top-level chains, the default chain, one chain per policy -----------------------
@@ -295,11 +297,11 @@ def _refresh(sets: dict[str, IpSet], name: str, kind: str, entries: tuple[str, .
 # ---- per node: one firewall chain per local pod ------------------------------------------------
 
 
-def pod_firewalls(lab: Lab, node: Node) -> Table:
+def pod_firewalls(lab: Lab, node: Node, targets: dict[str, frozenset[str]]) -> Table:
     """syncPodFirewallChains for `node`'s pods, then ensureExplicitAccept."""
     table = Table("filter")
     for pod in node.pods:
-        pod_firewall(lab, pod, table)
+        pod_firewall(lab, pod, table, targets)
     text = comment("rule to explicitly ACCEPT traffic that comply to network policies")
     accept = f"{text} -m mark --mark {names.MARK_ACCEPT} -j ACCEPT"
     for chain in names.TOP_LEVEL.values():
@@ -307,11 +309,11 @@ def pod_firewalls(lab: Lab, node: Node) -> Table:
     return table
 
 
-def pod_firewall(lab: Lab, pod: Pod, table: Table) -> None:
+def pod_firewall(lab: Lab, pod: Pod, table: Table, targets: dict[str, frozenset[str]]) -> None:
     chain = names.pod_chain(pod.namespace, pod.name)
     ip = f"{pod.ip}/32"
     table.chain(chain)
-    for rule in pod_policy_rules(lab, pod):
+    for rule in pod_policy_rules(lab, pod, targets):
         table.add(chain, rule)
     # interceptPodInboundTraffic, interceptPodOutboundTraffic: routed and bridged traffic.
     to = comment(f"rule to jump traffic destined to POD name:{pod.name} namespace: {pod.namespace} to chain {chain}")
@@ -334,7 +336,7 @@ def pod_firewall(lab: Lab, pod: Pod, table: Table) -> None:
     table.add(chain, f"{passed} -j MARK --set-xmark {names.MARK_ACCEPT}")
 
 
-def pod_policy_rules(lab: Lab, pod: Pod) -> list[str]:
+def pod_policy_rules(lab: Lab, pod: Pod, targets: dict[str, frozenset[str]]) -> list[str]:
     """setupPodNetpolRules. kube-router inserts each rule at position 1, so the chain reads in
     the reverse of the order it writes them: conntrack, the node itself, the default chain per
     unisolated direction, then the pod's policies last-first."""
@@ -342,7 +344,7 @@ def pod_policy_rules(lab: Lab, pod: Pod) -> list[str]:
     written: list[str] = []
     ingress = egress = False
     for policy in lab.network_policies:
-        if pod not in selected_pods(lab, policy):
+        if pod.ref not in targets[policy.ref]:
             continue
         jump = (
             f"{comment(f'run through nw policy {policy.name}')} -j {names.policy_chain(policy.namespace, policy.name)}"
