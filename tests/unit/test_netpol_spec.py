@@ -264,7 +264,7 @@ POLICY = BASE + "networkPolicies:\n  - name: p\n    namespace: x\n"
             "    ingress: [{ports: [{port: Serve_80}]}]\n",
             "matches none of the accepted forms (a port number, or the name",
         ),
-        ("    ingress: [{ports: [{protocol: SCTP}]}]\n", "'SCTP' is not one of"),
+        ("    ingress: [{ports: [{protocol: ICMP}]}]\n", "'ICMP' is not one of ['TCP', 'UDP', 'SCTP']"),
         ("  - {name: p, namespace: x}\n", "lab.yaml:9:6: NetworkPolicy x/p is defined twice"),
     ],
 )
