@@ -12,9 +12,9 @@ import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from labbuilder.compile import kubelet, pki
+from labbuilder.compile import announce, kubelet, pki
 from labbuilder.compile.cni import mode_for
-from labbuilder.compile.kubeproxy import kube_proxy_tables
+from labbuilder.compile.kubeproxy import kube_proxy_tables, per_node
 from labbuilder.compile.netfilter import Restore
 from labbuilder.compile.netpol.kube_router import KubeRouter, kube_router
 from labbuilder.compile.ops import ROUTER, Address, Bridge, Ipsets, Iptables, LinkUp, Master, Ns, Op, Route, Veth
@@ -90,10 +90,13 @@ def compile_plan(lab: Lab) -> Plan:
     )
     steps: dict[str, tuple[Op, ...]] = {ROUTER: tuple(router_steps(lab))}
     netpol = kube_router(lab)
-    # The same on every node, computed and formatted once: kube-router's top-level jumps come
-    # first in the builtin chains (it inserts them at position 1), then kube-proxy's tables.
-    proxy = Restore([*(netpol.shared if netpol else ()), *kube_proxy_tables(lab)])
+    # kube-router's top-level jumps come first in the builtin chains (it inserts them at position
+    # 1), then kube-proxy's tables: the same on every node, computed and formatted once — unless a
+    # Local traffic policy gives each node its own.
+    jumps = [*(netpol.shared if netpol else ())]
+    shared = None if per_node(lab) else Restore([*jumps, *kube_proxy_tables(lab)])
     for node in lab.nodes:
+        proxy = shared or Restore([*jumps, *kube_proxy_tables(lab, node)])
         steps[node.name] = tuple(uplink_steps(lab, node)) + tuple(node_steps(lab, node, proxy, netpol))
     return Plan(lab, (router, *nodes), steps)
 
@@ -127,6 +130,8 @@ def router_steps(lab: Lab) -> list[Op]:
     ]
     if mode_for(lab).router_routes(lab):
         ops += [Route(ns, str(n.pod_cidr), via=str(n.ip)) for n in lab.nodes if n.pod_cidr is not None]
+    # LoadBalancer and external IPs: to the node that takes each, as a cloud load balancer would.
+    ops += [Route(ns, f"{ip}/32", via=str(node.ip)) for ip, node in announce.routes(lab)]
     return [*ops, *pki.router_files(lab, ROUTER)]
 
 

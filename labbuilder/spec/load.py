@@ -69,6 +69,13 @@ class Spec:
                 break
         return Problem(message, self.origin(path), line, col, hint, warning)
 
+    def where(self, path: Path_) -> str:
+        """`path` for a message: in a manifest's own words (`spec.ingress.0`) when it came from one."""
+        for end in range(len(path), 0, -1):
+            if path[:end] in self.origins:
+                return _where(manifests.manifest_path(path[end:])) if path[end:] else "the manifest"
+        return _where(path)
+
     def origin(self, path: Path_) -> str:
         """The file the value at `path` was written in: the lab file, or a manifest it names."""
         for end in range(len(path), 0, -1):
@@ -671,9 +678,11 @@ def _object_problems(spec: Spec, path: Path_, errors: list[jsonschema.Validation
         hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(known)
         if close:
             missing.pop(close[0], None)
-        found.append(((*path, key), spec.problem((*path, key), f"{_where(path)}: unknown key {_shorten(key)}", hint)))
+        found.append(
+            ((*path, key), spec.problem((*path, key), f"{spec.where(path)}: unknown key {_shorten(key)}", hint))
+        )
     for key in missing:
-        found.append((path, spec.problem(path, f"{_where(path)}: missing key {key!r}", _describe_key(errors, key))))
+        found.append((path, spec.problem(path, f"{spec.where(path)}: missing key {key!r}", _describe_key(errors, key))))
     return found
 
 
@@ -697,7 +706,7 @@ def _value_problem(spec: Spec, path: Path_, error: jsonschema.ValidationError) -
         message = f"key {message}"
     elif repr(error.instance) and message.startswith(repr(error.instance)):
         message = _shorten(error.instance) + message[len(repr(error.instance)) :]
-    where = _where(path[:-1] if "propertyNames" in error.schema_path else path)
+    where = spec.where(path[:-1] if "propertyNames" in error.schema_path else path)
     return path, spec.problem(path, f"{where}: {_clip(message)}", hint)
 
 

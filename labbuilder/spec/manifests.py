@@ -79,3 +79,10 @@ def policy_item(document: Any) -> Converted | Rejected:
         item["namespace"] = metadata["namespace"]
     item.update(spec)
     return Converted(item, MOVES)
+
+
+def manifest_path(item_path: Path_) -> Path_:
+    """Where a key of the lab-file item sits in the manifest it came from (MOVES, backwards)."""
+    if item_path[:1] in (("name",), ("namespace",)):
+        return ("metadata", *item_path)
+    return ("spec", *item_path)

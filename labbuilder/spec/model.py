@@ -14,11 +14,12 @@ from typing import Literal
 ROUTER = "router"  # the key of the lab's router: in the plan, in references, in container labels
 
 Role = Literal["controller", "worker"]
-Protocol = Literal["TCP", "UDP"]
+Protocol = Literal["TCP", "UDP", "SCTP"]
 CniMode = Literal["bridge", "ptp", "vxlan"]
 RouteMode = Literal["router", "nodes"]
 ProxyStyle = Literal["current", "2018"]
-ServiceType = Literal["ClusterIP", "NodePort"]
+ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
+TrafficPolicy = Literal["Cluster", "Local"]  # externalTrafficPolicy / internalTrafficPolicy
 PodApp = Literal["server", "dns"]
 PolicyType = Literal["Ingress", "Egress"]
 SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
@@ -82,7 +83,9 @@ class Pod:
 class PodPort:
     port: int
     protocol: Protocol = "TCP"
-    name: str = ""  # a named containerPort: what a policy's `port: http` means for this pod
+    name: str = (
+        ""  # a container port's name: a service's `targetPort: NAME` and a policy's `port: NAME` resolve to it, per pod
+    )
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ class Endpoint:
 @dataclass(frozen=True)
 class ServicePort:
     port: int
-    target_port: int
+    target_port: int | str  # a number, or a container port's name (resolved per pod into Endpoint.port)
     protocol: Protocol = "TCP"
     name: str = ""
     node_port: int | None = None
@@ -133,6 +136,12 @@ class Service:
     endpoints: dict[str, tuple[Endpoint, ...]] = field(default_factory=dict)
     session_affinity: bool = False
     affinity_timeout: int = 10800
+    external_traffic_policy: TrafficPolicy = "Cluster"  # Local: node ports and LB IPs to local endpoints only
+    internal_traffic_policy: TrafficPolicy = "Cluster"  # Local: the ClusterIP to the client node's endpoints only
+    external_ips: tuple[IPv4Address, ...] = ()  # `externalIPs`: routed to the nodes by the lab's router
+    load_balancer_ips: tuple[IPv4Address, ...] = ()  # type LoadBalancer: status.loadBalancer.ingress
+    load_balancer_source_ranges: tuple[IPv4Network, ...] = ()  # only these clients may use the LB IPs
+    health_check_node_port: int | None = None  # LoadBalancer + Local: kube-proxy answers /healthz here
 
     @property
     def ref(self) -> str:
@@ -142,6 +151,19 @@ class Service:
     def headless(self) -> bool:
         """No ClusterIP: kube-proxy leaves it alone, DNS answers with its endpoints' addresses."""
         return self.cluster_ip is None
+
+    @property
+    def external_local(self) -> bool:
+        """Traffic from outside (node ports, external and LB IPs) goes to local endpoints only.
+
+        kube-proxy's ExternalPolicyForExternalIP: the policy only matters when something external
+        reaches the service, that is a NodePort/LoadBalancer type or an external IP."""
+        externally = self.type != "ClusterIP" or bool(self.external_ips)
+        return externally and self.external_traffic_policy == "Local"
+
+    @property
+    def internal_local(self) -> bool:
+        return self.internal_traffic_policy == "Local"
 
 
 @dataclass(frozen=True)
@@ -219,16 +241,14 @@ class LabelSelector:
         return not self.match_labels and not self.match_expressions
 
     def __str__(self) -> str:
-        """As kubectl prints a selector (`pod=a,tier in (db,web)`); `<none>` for the empty one."""
-        parts = [f"{k}={v}" for k, v in self.match_labels]
+        """As kubectl prints a selector (metav1.FormatLabelSelector): requirements sorted by key,
+        values sorted — `pod=a,tier in (db,web)`, `!canary` — and `<none>` for the empty one."""
+        parts = [(k, f"{k}={v}") for k, v in self.match_labels]
         for e in self.match_expressions:
-            if e.operator == "Exists":
-                parts.append(e.key)
-            elif e.operator == "DoesNotExist":
-                parts.append(f"!{e.key}")
-            else:
-                parts.append(f"{e.key} {e.operator.lower()} ({','.join(e.values)})")
-        return ",".join(parts) or "<none>"
+            values = ",".join(sorted(e.values))
+            text = {"In": f"{e.key} in ({values})", "NotIn": f"{e.key} notin ({values})", "Exists": e.key}
+            parts.append((e.key, text.get(e.operator, f"!{e.key}")))
+        return ",".join(text for _, text in sorted(parts, key=lambda part: part[0])) or "<none>"
 
 
 @dataclass(frozen=True)
@@ -289,6 +309,23 @@ class Namespace:
 
 
 @dataclass(frozen=True)
+class LoadBalancerRange:
+    """`loadBalancer: {range: CIDR}`: the addresses a cloud load-balancer controller hands to
+    services of type LoadBalancer, in order. The lab's router routes each to a node (compile.plan)."""
+
+    range: IPv4Network
+
+
+@dataclass(frozen=True)
+class HostKernel:
+    """What the host kernel offers that a lab may need. Read from /proc by the layers that may do
+    I/O (engine.kernel) and handed to resolve; the defaults (everything there) keep pure callers,
+    unit tests and a running lab's own model free of host facts."""
+
+    sctp: bool = True  # /proc/net/sctp: the sctp module is loaded
+
+
+@dataclass(frozen=True)
 class Lab:
     name: str
     network: NodeNetwork
@@ -298,6 +335,7 @@ class Lab:
     services: tuple[Service, ...] = ()
     checks: tuple[Check, ...] = ()
     proxy_style: ProxyStyle = "current"
+    load_balancer: LoadBalancerRange | None = None
     namespaces: tuple[Namespace, ...] = ()  # every namespace pods, services or policies use
     network_policies: tuple[NetworkPolicy, ...] = ()
 

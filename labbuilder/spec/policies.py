@@ -21,6 +21,7 @@ from labbuilder.spec.model import (
     LabelSelector,
     Namespace,
     NetworkPolicy,
+    Pod,
     PolicyPeer,
     PolicyPort,
     PolicyRule,
@@ -62,7 +63,10 @@ class PolicyReader:
         return tuple(Namespace(name, tuple(sorted(labels[name].items()))) for name in sorted(labels))
 
     # -- policies --------------------------------------------------------------------------------
-    def policies(self, given: list[dict[str, Any]]) -> tuple[NetworkPolicy, ...]:
+    def policies(self, given: list[dict[str, Any]], pods: Iterable[Pod] = ()) -> tuple[NetworkPolicy, ...]:
+        """The policies in file order; a named port no pod has is a warning (legal, but almost
+        surely a typo: it selects nothing)."""
+        names: set[tuple[str, str]] = {(p.name, p.protocol) for pod in pods for p in pod.ports if p.name}
         result: list[NetworkPolicy] = []
         seen: set[tuple[str, str]] = set()
         for i, item in enumerate(given):
@@ -77,7 +81,19 @@ class PolicyReader:
                 continue
             seen.add((namespace, item["name"]))
             result.append(self.policy(path, item, namespace))
+            self.check_named_ports(path, result[-1], names)
         return tuple(result)
+
+    def check_named_ports(self, path: Path_, policy: NetworkPolicy, names: set[tuple[str, str]]) -> None:
+        for direction, rules in (("ingress", policy.ingress), ("egress", policy.egress)):
+            for j, rule in enumerate(rules):
+                for k, port in enumerate(rule.ports):
+                    if isinstance(port.port, str) and (port.port, port.protocol) not in names:
+                        self.warn(
+                            (*path, direction, j, "ports", k, "port"),
+                            f"no pod has a {port.protocol} port named {port.port!r}: this port selects nothing",
+                            "name a workload port: ports: [{port: 80, name: " + port.port + "}]",
+                        )
 
     def policy(self, path: Path_, item: dict[str, Any], namespace: str) -> NetworkPolicy:
         ingress = tuple(

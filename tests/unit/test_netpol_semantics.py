@@ -309,6 +309,18 @@ def test_a_udp_only_rule_does_not_allow_tcp():  # should not allow access by TCP
     check(lab, Reachability(), 81, "UDP")
 
 
+def test_an_sctp_rule_is_not_a_tcp_rule():  # should not mistakenly treat 'protocol: SCTP' as 'protocol: TCP'
+    lab = lab_with(
+        "  - {name: deny-ingress, namespace: x, podSelector: {}}\n"
+        "  - {name: allow-only-sctp-ingress-on-port-81, namespace: x, podSelector: {matchLabels: {pod: a}},"
+        " ingress: [{ports: [{protocol: SCTP, port: 81}]}]}\n"
+    )
+    r = Reachability()
+    r.expect_peer(("", ""), ("x", ""), False)
+    check(lab, r, 81)
+    assert allowed(lab, matrix_pods(lab, 81, "TCP")["y/a"], matrix_pods(lab, 81, "TCP")["x/a"], 81, "SCTP")
+
+
 def dns_pod(lab: Lab) -> Pod:
     return next(p for p in lab.pods if p.namespace == "kube-system")
 

@@ -160,7 +160,7 @@ def test_problems_in_a_manifest_are_located_in_the_manifest(tmp_path):
     lab = BASE + "networkPolicies:\n  - {name: inline, podSelector: {matchLabels: {pod: a}}}\n  - file: %s\n"
     bad, worse = str(tmp_path / "bad.yaml"), str(tmp_path / "worse.yaml")
     assert problems_of(lab % "bad.yaml", tmp_path) == [
-        f"{bad}:17:19: networkPolicies.2.podSelector.matchLabels.pod: 'a b' does not match"
+        f"{bad}:17:19: spec.podSelector.matchLabels.pod: 'a b' does not match"
         " '^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$'"
     ]
     assert problems_of(lab % "worse.yaml", tmp_path) == [
@@ -181,7 +181,7 @@ def test_problems_in_a_manifest_are_located_in_the_manifest(tmp_path):
         (
             "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {name: n}\n"
             "spec:\n  policyTypes: [Ingres]\n",
-            "m.yaml:5:17: networkPolicies.0.policyTypes.0: 'Ingres' is not one of",
+            "m.yaml:5:17: spec.policyTypes.0: 'Ingres' is not one of",
         ),
         ("a: [b\n", "m.yaml:2:1: YAML syntax"),
         ("", "holds no NetworkPolicy (a manifest of kind: NetworkPolicy)"),
@@ -264,7 +264,7 @@ POLICY = BASE + "networkPolicies:\n  - name: p\n    namespace: x\n"
             "    ingress: [{ports: [{port: Serve_80}]}]\n",
             "matches none of the accepted forms (a port number, or the name",
         ),
-        ("    ingress: [{ports: [{protocol: SCTP}]}]\n", "'SCTP' is not one of"),
+        ("    ingress: [{ports: [{protocol: ICMP}]}]\n", "'ICMP' is not one of ['TCP', 'UDP', 'SCTP']"),
         ("  - {name: p, namespace: x}\n", "lab.yaml:9:6: NetworkPolicy x/p is defined twice"),
     ],
 )

@@ -109,7 +109,8 @@ def egress_allows(lab: Lab, source: Pod, target: Endpoint, port: int, protocol: 
 
 def allowed(lab: Lab, src: Endpoint, dst: Endpoint, port: int, protocol: Protocol) -> bool:
     """Whether a new connection from `src` to `dst:port/protocol` is allowed by the lab's policies.
-    An address of one of the lab's pods stands for that pod."""
+    An address of one of the lab's pods stands for that pod. A ClusterIP is not resolved here:
+    policies apply after kube-proxy's DNAT, to the endpoint pod — pass that pod."""
     source, target = as_pod(lab, src), as_pod(lab, dst)
     out = not isinstance(source, Pod) or egress_allows(lab, source, target, port, protocol)
     into = not isinstance(target, Pod) or ingress_allows(lab, source, target, port, protocol)
