@@ -17,6 +17,7 @@ Protocol = Literal["TCP", "UDP"]
 CniMode = Literal["bridge", "ptp", "vxlan"]
 RouteMode = Literal["router", "nodes"]
 ProxyStyle = Literal["current", "2018"]
+ProxyMode = Literal["iptables", "nftables"]  # ipvs is refused at validation (resolve)
 ServiceType = Literal["ClusterIP", "NodePort"]
 PodApp = Literal["server", "dns"]
 
@@ -179,6 +180,7 @@ class Lab:
     services: tuple[Service, ...] = ()
     checks: tuple[Check, ...] = ()
     proxy_style: ProxyStyle = "current"
+    proxy_mode: ProxyMode = "iptables"  # kube-proxy --proxy-mode
 
     def node(self, name: str) -> Node:
         for node in self.nodes:

@@ -7,8 +7,9 @@ once; `build_model` raises SpecError when any is an error (warnings are kept on 
 from __future__ import annotations
 
 import itertools
+import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 from typing import Any
@@ -29,6 +30,7 @@ from labbuilder.spec.model import (
     Pod,
     PodApp,
     PodPort,
+    ProxyMode,
     Service,
     ServicePort,
 )
@@ -61,8 +63,15 @@ class Resolved:
     warnings: list[Problem] = field(default_factory=list)
 
 
+def kernel_has_ipvs() -> bool:
+    """Whether this host's kernel has IPVS (kube-proxy's ipvs mode needs it). The one host fact
+    resolving reads, injected into `build_model` so that tests choose it."""
+    return os.path.exists("/proc/net/ip_vs")
+
+
 class _Resolver:
-    def __init__(self, spec: Spec):
+    def __init__(self, spec: Spec, ipvs: Callable[[], bool] = kernel_has_ipvs):
+        self.ipvs = ipvs
         self.spec = spec
         self.data = spec.data
         self.problems: list[Problem] = []
@@ -125,9 +134,32 @@ class _Resolver:
             return None
         nodes = self.place_pods(nodes, cluster)
         services = self.services(cluster, nodes)
-        style = self.section("kubeProxy")["style"]
-        lab = Lab(self.data["name"], network, cluster, cni, tuple(nodes), services, (), style)
+        proxy = self.section("kubeProxy")
+        mode = self.proxy_mode(proxy)
+        lab = Lab(self.data["name"], network, cluster, cni, tuple(nodes), services, (), proxy["style"], mode)
         return replace(lab, checks=self.checks(lab, self.data.get("checks", []), ("checks",)))
+
+    def proxy_mode(self, cfg: dict[str, Any]) -> ProxyMode:
+        """kube-proxy's mode: iptables or nftables; ipvs is refused here rather than failing at `up`."""
+        mode = cfg["mode"]
+        path: Path_ = ("kubeProxy", "mode")
+        if mode == "ipvs":
+            if not self.ipvs():
+                self.error(
+                    path,
+                    "kube-proxy's ipvs mode needs IPVS in the kernel, and this host's kernel has none (no /proc/net/ip_vs)",
+                    "use mode: nftables (kube-proxy's newest mode) or iptables",
+                )
+            else:
+                self.error(path, "labbuilder does not build kube-proxy's ipvs mode", "use mode: nftables or iptables")
+            return "iptables"
+        if mode == "nftables" and cfg["style"] == "2018":
+            self.error(
+                path,
+                "kube-proxy had no nftables mode in 2018 (it came in 1.29)",
+                "drop style: 2018, or use mode: iptables",
+            )
+        return "nftables" if mode == "nftables" else "iptables"
 
     def check_name(self) -> None:
         """The file's name passed the schema; one given on the command line (`up --name`) has not."""
@@ -624,8 +656,9 @@ def _few(names: Iterable[str], limit: int = 10) -> str:
     return ", ".join(shown[:limit]) + (", …" if len(shown) > limit else "")
 
 
-def build_model(spec: Spec) -> Resolved:
-    resolver = _Resolver(spec)
+def build_model(spec: Spec, ipvs: Callable[[], bool] = kernel_has_ipvs) -> Resolved:
+    """`ipvs` says whether the kernel has IPVS (asked only for `kubeProxy.mode: ipvs`)."""
+    resolver = _Resolver(spec, ipvs)
     lab = resolver.resolve()
     errors = [p for p in resolver.problems if not p.warning]
     if errors or lab is None:
