@@ -1,0 +1,203 @@
+"""kube-proxy's nftables mode: names and the table, pinned against upstream's expected dumps."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import pytest
+
+from labbuilder.compile.kubeproxy.names import hash_and_truncate, nft_endpoint_base, nft_port_base, split_nft_chain
+from labbuilder.compile.kubeproxy.nftables import NftProxy, kube_proxy_nftables, nodeport_element
+from labbuilder.compile.nft import canonical, listed, parse_listing, parse_transaction, transaction
+from labbuilder.spec.model import Cluster, Cni, Endpoint, Lab, Node, NodeNetwork, Service, ServicePort
+
+UPSTREAM = Path(__file__).parent / "data" / "nftables_upstream.txt"
+NODE = Node("test-node", "worker", IPv4Address("192.168.0.2"), IPv4Network("10.0.1.0/24"))
+
+
+def ep(ip: str, port: int = 80) -> Endpoint:
+    return Endpoint(IPv4Address(ip), port, None, ip)
+
+
+def svc(ns: str, name: str, ip: str, port: ServicePort, eps: tuple[Endpoint, ...] = (), **kw: object) -> Service:
+    kind = "NodePort" if port.node_port else "ClusterIP"
+    return Service(name, ns, kind, IPv4Address(ip), (port,), {}, {port.name: eps}, **kw)  # type: ignore[arg-type]
+
+
+def fake_lab(*services: Service) -> Lab:
+    """upstream's NewFakeProxier: pods 10.0.0.0/8, services 172.30.0.0/16, node 192.168.0.2."""
+    return Lab(
+        "t",
+        NodeNetwork(IPv4Network("192.168.0.0/24"), IPv4Address("192.168.0.1")),
+        Cluster(IPv4Network("10.0.0.0/8"), 24, IPv4Network("172.30.0.0/16"), IPv4Address("172.30.0.10")),
+        Cni(),
+        (NODE,),
+        services,
+        proxy_mode="nftables",
+    )
+
+
+P80 = ServicePort(80, 80, "TCP", "p80")
+OVERALL = fake_lab(
+    svc("ns1", "svc1", "172.30.0.41", P80, (ep("10.180.0.1"),)),
+    svc("ns3", "svc3", "172.30.0.43", ServicePort(80, 80, "TCP", "p80", 3003), (ep("10.180.0.3"),)),
+    svc("ns6", "svc6", "172.30.0.46", P80),
+)
+
+
+def sort_transaction(text: str) -> list[str]:
+    """upstream's sortNFTablesTransaction: objects by type then name, rules kept in their order."""
+    order = {"table": 1, "chain": 2, "rule": 3, "element": 4, "set": 5, "map": 6}
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    rules = [line for line in lines if line.split()[1] == "rule"]
+    others = sorted((line for line in lines if line.split()[1] != "rule"), key=lambda li: (order[li.split()[1]], li))
+    by_chain: dict[str, list[str]] = {}
+    for rule in rules:
+        by_chain.setdefault(rule.split()[4], []).append(rule)
+    return others + [rule for chain in sorted(by_chain) for rule in by_chain[chain]]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("ns1/svc1/tcp/p80", "ULMVA6XW-ns1/svc1/tcp/p80"),  # upstream's example
+        ("ns1/svc1/tcp/p80__10.180.0.1/80", "5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80"),
+        ("default/kubernetes/tcp/https", "2QRHZV4L-default/kubernetes/tcp/https"),
+        ("default/kubernetes/tcp/https__10.240.0.10/6443", "MUFNAFNY-default/kubernetes/tcp/https__10.240.0.10/6443"),
+    ],
+)
+def test_hash_and_truncate_gives_upstreams_names(name: str, expected: str) -> None:
+    assert hash_and_truncate(name) == expected
+
+
+def test_chain_bases_and_their_reverse() -> None:
+    assert nft_port_base("ns2/svc2", "TCP", "p80") == "42NFTM6N-ns2/svc2/tcp/p80"
+    assert nft_port_base("default/nginx", "TCP", "").endswith("-default/nginx/tcp/")  # unnamed: empty last part
+    base = nft_endpoint_base("ns5/svc5", "TCP", "p80", IPv4Address("10.180.0.3"), 80)
+    assert base == "GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80"
+    assert split_nft_chain("endpoint-" + base) == ("endpoint-", "ns5/svc5", "tcp", "p80", "10.180.0.3/80")
+    assert split_nft_chain("services") is None
+    long = hash_and_truncate("n" * 300)
+    assert len(long) == 240 and long.endswith("...")
+
+
+def test_table_is_upstreams_transaction() -> None:
+    """TestOverallNFTablesRules' dump (the services the model holds), compared as upstream compares."""
+    ours = "\n".join(transaction(kube_proxy_nftables(OVERALL, mark="0x4000"))) + "\n" + nodeport_element(NODE)
+    assert sort_transaction(ours) == sort_transaction(UPSTREAM.read_text())
+
+
+def test_session_affinity_sets_and_rules() -> None:
+    """TestOverallNFTablesRules' svc5 (its LoadBalancer parts aside): a timeout set per endpoint,
+    checked before the numgen rule and updated in the endpoint chain."""
+    port = ServicePort(80, 80, "TCP", "p80", 3002)
+    table = kube_proxy_nftables(fake_lab(svc("ns5", "svc5", "172.30.0.45", port, (ep("10.180.0.3"),), session_affinity=True)))
+    lines = transaction(table)
+    affinity = "affinity-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80"
+    endpoint = "endpoint-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80"
+    assert f"add set ip kube-proxy {affinity} {{ type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }}" in lines
+    assert table.chains["service-HVFWP5L3-ns5/svc5/tcp/p80"].rules[1:] == [
+        f"ip saddr @{affinity} goto {endpoint}",
+        f"numgen random mod 1 vmap {{ 0 : goto {endpoint} }}",
+    ]
+    assert table.chains[endpoint].rules == [
+        "ip saddr 10.180.0.3 jump mark-for-masquerade",
+        f"update @{affinity} {{ ip saddr }}",
+        "meta l4proto tcp dnat to 10.180.0.3:80",
+    ]
+
+
+def test_several_endpoints_share_one_numgen_vmap() -> None:
+    table = kube_proxy_nftables(fake_lab(svc("ns4", "svc4", "172.30.0.44", P80, (ep("10.180.0.4"), ep("10.180.0.5")))))
+    assert table.chains["service-LAUZTJTB-ns4/svc4/tcp/p80"].rules[-1] == (
+        "numgen random mod 2 vmap { 0 : goto endpoint-UNZV3OEC-ns4/svc4/tcp/p80__10.180.0.4/80 , "
+        "1 : goto endpoint-5RFCDDV7-ns4/svc4/tcp/p80__10.180.0.5/80 }"
+    )
+
+
+def test_headless_services_get_nothing() -> None:
+    headless = Service("h", "default", "ClusterIP", None, (P80,), {}, {"p80": (ep("10.0.0.5"),)})
+    assert transaction(kube_proxy_nftables(fake_lab(headless))) == transaction(kube_proxy_nftables(fake_lab()))
+
+
+def test_payload_reads_back_as_the_table() -> None:
+    proxy = NftProxy(OVERALL)
+    text = proxy.payload(NODE)
+    assert text.startswith("add table ip kube-proxy\ndelete table ip kube-proxy\n")
+    table = parse_transaction(text)
+    assert table is not None
+    assert sorted(transaction(table)) == sorted([*transaction(proxy.table), nodeport_element(NODE)])
+    assert listed(table) != listed(proxy.table)  # the node's own address is the difference
+
+
+LISTING = """table ip kube-proxy {
+	comment "rules for kube-proxy"
+	set cluster-ips {
+		type ipv4_addr
+		comment "Active ClusterIPs"
+		elements = { 172.30.0.41 }
+	}
+
+	map no-endpoint-services {
+		type ipv4_addr . inet_proto . inet_service : verdict
+		comment "vmap to drop or reject packets to services with no endpoints"
+		elements = { 172.30.0.46 . tcp . 80 comment "ns6/svc6:p80" : goto reject-chain,
+			     172.30.0.47 . tcp . 80 comment "ns6/svc7:p80" : goto reject-chain }
+	}
+
+	set affinity-X {
+		type ipv4_addr
+		size 65535
+		flags dynamic,timeout
+		timeout 3h
+		elements = { 10.0.0.9 expires 2h59m }
+	}
+
+	chain nat-prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		jump services
+	}
+
+	chain reject-chain {
+		comment "helper for @no-endpoint-services / @no-endpoint-nodeports"
+		reject
+	}
+}
+"""
+
+
+def test_listing_parses_to_comparable_form() -> None:
+    found = parse_listing(LISTING)
+    assert found is not None and found.comment == "rules for kube-proxy"
+    assert found.chains["nat-prerouting"] == (
+        "type nat hook prerouting priority dstnat; policy accept;",
+        "",
+        ("jump services",),
+    )
+    assert found.chains["reject-chain"][1:] == ("helper for @no-endpoint-services / @no-endpoint-nodeports", ("reject",))
+    assert found.containers["no-endpoint-services"][5] == {
+        '172.30.0.46 . tcp . 80 comment "ns6/svc6:p80" : goto reject-chain',
+        '172.30.0.47 . tcp . 80 comment "ns6/svc7:p80" : goto reject-chain',
+    }
+    assert found.containers["affinity-X"][1:5] == ("ipv4_addr", "dynamic,timeout", "3h", "")
+    assert found.containers["affinity-X"][5] == frozenset()  # what packets put there is not the plan's
+    assert parse_listing("") is None
+
+
+@pytest.mark.parametrize(
+    ("written", "printed"),
+    [
+        ("mark set mark or 0x004000", "meta mark set meta mark | 0x00004000"),
+        ("mark and 0x004000 == 0 return", "meta mark & 0x00004000 == 0x00000000 return"),
+        ("mark set mark xor 0x4000", "meta mark set meta mark ^ 0x00004000"),
+        ('ip daddr { 10.32.0.0/24 } drop comment "x"', 'ip daddr 10.32.0.0/24 drop comment "x"'),
+        ("ip saddr != { 203.0.113.0/25 , 5.6.7.8 } drop", "ip saddr != { 5.6.7.8, 203.0.113.0/25 } drop"),
+        ("numgen random mod 2 vmap { 0 : goto a , 1 : goto b }", "numgen random mod 2 vmap { 0 : goto a, 1 : goto b }"),
+        ("update @affinity-x { ip saddr }", "update @affinity-x { ip saddr }"),
+        ("meta l4proto tcp dnat to 10.0.0.1:80", "meta l4proto tcp dnat to 10.0.0.1:80"),
+    ],
+)
+def test_canonical_is_how_nft_lists_a_rule(written: str, printed: str) -> None:
+    """Each pair as nft 1.0.6 (the node image's) printed it back on these machines."""
+    assert canonical(written) == printed
