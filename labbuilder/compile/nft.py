@@ -12,6 +12,7 @@ the kernel holds what the plan wrote, and differ as soon as anyone changed a rul
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 # Rules whose listed form differs from their written form, as nft 1.0 prints them.
@@ -140,7 +141,7 @@ def transaction(table: NftTable) -> list[str]:
     return lines
 
 
-def payload(table: NftTable, extra: list[str] = ()) -> str:  # type: ignore[assignment]
+def payload(table: NftTable, extra: Sequence[str] = ()) -> str:
     """An `nft -f` file that replaces the whole table atomically: made (so that deleting it cannot
     fail), deleted, written anew — one transaction, as iptables-restore replaces a table."""
     head = [f"add table {table.where}", f"delete table {table.where}"]
@@ -151,7 +152,7 @@ def payload(table: NftTable, extra: list[str] = ()) -> str:  # type: ignore[assi
 def canonical(rule: str) -> str:
     """A written rule as `nft list` prints it."""
     for pattern, form in _REWRITES:
-        rule = pattern.sub(lambda m, f=form: f.format(f"0x{int(m.group(1), 16):08x}"), rule)
+        rule = pattern.sub(_hex(form), rule)
     rule = _VMAP.sub(lambda m: "vmap { " + m.group(1).replace(" , ", ", ") + " }", rule)
 
     def anon(m: re.Match[str]) -> str:
@@ -161,6 +162,11 @@ def canonical(rule: str) -> str:
         return m.group(1) + "{ " + ", ".join(sorted(items, key=_address_order)) + " }"
 
     return _ANON_SET.sub(anon, rule)
+
+
+def _hex(form: str) -> Callable[[re.Match[str]], str]:
+    """A replacement that writes the matched mark as nft prints a 32-bit value."""
+    return lambda m: form.format(f"0x{int(m.group(1), 16):08x}")
 
 
 def _address_order(item: str) -> tuple[int, ...]:
@@ -197,7 +203,10 @@ def listed(table: NftTable) -> Listed:
             )
             for c in table.containers.values()
         },
-        {ch.name: (ch.hook.listed() if ch.hook else "", ch.comment, tuple(canonical(r) for r in ch.rules)) for ch in table.chains.values()},
+        {
+            ch.name: (ch.hook.listed() if ch.hook else "", ch.comment, tuple(canonical(r) for r in ch.rules))
+            for ch in table.chains.values()
+        },
     )
 
 
@@ -254,7 +263,7 @@ def _unquote(text: str) -> str:
 
 
 def _chain(body: list[str]) -> tuple[str, str, tuple[str, ...]]:
-    hook, comment, rules = "", "", []
+    hook, comment, rules = "", "", list[str]()
     for line in body:
         if line.startswith("type "):
             hook = line

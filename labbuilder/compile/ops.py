@@ -28,7 +28,7 @@ class Phase(IntEnum):
     LINKS = 1  # links, masters, addresses, neighbours, fdb (netlink)
     ROUTES = 2  # routes (netlink), after the addresses that make their gateways reachable
     FILES = 3  # files (one archive)
-    RULES = 4  # iptables-restore of whole tables
+    RULES = 4  # iptables-restore of whole tables, then nft -f of kube-proxy's table (nftables mode)
     PROCESSES = 5  # long-running processes, started once (pidfiles)
 
 
@@ -257,6 +257,21 @@ class Iptables:
 
 
 @dataclass(frozen=True)
+class Nftables:
+    """A whole nftables table (`table ip kube-proxy`), replaced atomically by one `nft -f`."""
+
+    ns: Ns
+    family: str  # "ip"
+    table: str  # "kube-proxy"
+    payload: str  # add table; delete table; the table's transaction — one transaction
+
+    phase: ClassVar[Phase] = Phase.RULES
+
+    def describe(self) -> str:
+        return f"nft -f - <<'EOF'\n{self.payload.rstrip()}\nEOF"
+
+
+@dataclass(frozen=True)
 class Process:
     """A long-running process, in a pod netns when ns.netns is set; `name` keys its pidfile."""
 
@@ -290,6 +305,7 @@ Op = (
     | Fdb
     | WriteFile
     | Iptables
+    | Nftables
     | Process
 )
 

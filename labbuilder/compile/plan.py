@@ -14,9 +14,8 @@ from functools import cached_property
 
 from labbuilder.compile import kubelet, pki
 from labbuilder.compile.cni import mode_for
-from labbuilder.compile.kubeproxy import kube_proxy_tables
-from labbuilder.compile.netfilter import Restore
-from labbuilder.compile.ops import ROUTER, Address, Bridge, Iptables, LinkUp, Master, Ns, Op, Route, Veth
+from labbuilder.compile.kubeproxy.mode import KubeProxy
+from labbuilder.compile.ops import ROUTER, Address, Bridge, LinkUp, Master, Ns, Op, Route, Veth
 from labbuilder.spec.addressing import hashed_mac, node_mac
 from labbuilder.spec.model import Lab, Node
 
@@ -88,20 +87,20 @@ def compile_plan(lab: Lab) -> Plan:
         ContainerSpec(n.name, lab.container_name(n.name), n.name, n.role, dict(_NODE_SYSCTLS)) for n in lab.nodes
     )
     steps: dict[str, tuple[Op, ...]] = {ROUTER: tuple(router_steps(lab))}
-    proxy = Restore(kube_proxy_tables(lab))  # the same on every node: computed and formatted once
+    proxy = KubeProxy(lab)  # the same on every node: computed and formatted once
     for node in lab.nodes:
         steps[node.name] = tuple(uplink_steps(lab, node)) + tuple(node_steps(lab, node, proxy))
     return Plan(lab, (router, *nodes), steps)
 
 
-def node_steps(lab: Lab, node: Node, proxy: Restore) -> list[Op]:
-    """What the CNI mode, kube-proxy (its tables, `proxy`) and the kubelet make on a node."""
+def node_steps(lab: Lab, node: Node, proxy: KubeProxy) -> list[Op]:
+    """What the CNI mode, kube-proxy (its rules, `proxy`) and the kubelet make on a node."""
     mode = mode_for(lab)
     # kube-proxy's rules come first: its POSTROUTING jump (hairpin masquerade) must run before the
     # CNI plugin's ACCEPTs, as kube-proxy prepends it.
     return [
         *mode.links(lab, node),
-        Iptables(Ns(node.name), proxy.render(mode.masquerade(lab, node))),
+        *proxy.ops(node, mode.masquerade(lab, node)),
         *pki.node_files(lab, node.name),
         *kubelet.resolv_files(lab, node),
         *kubelet.pod_processes(lab, node),

@@ -12,6 +12,7 @@ from ipaddress import IPv4Interface, IPv4Network
 from typing import Literal
 
 from labbuilder.compile.netfilter import normalise, parse_save
+from labbuilder.compile.nft import differences, listed, parse_listing, parse_transaction
 from labbuilder.compile.ops import (
     AddNetns,
     Address,
@@ -19,6 +20,7 @@ from labbuilder.compile.ops import (
     Iptables,
     LinkUp,
     Master,
+    Nftables,
     Ns,
     Route,
     Veth,
@@ -31,7 +33,9 @@ from labbuilder.observe.state import ContainerObserved, NsObserved, RouteKey, sh
 # Link kinds a learner can add and reset may remove; others (tunl0, sit0…) come with the kernel.
 PRUNABLE_KINDS = {"veth", "bridge", "vxlan", "dummy", "macvlan", "ipvlan", "vlan"}
 
-Kind = Literal["container", "netns", "link", "address", "route", "link-local", "file", "iptables", "process"]
+Kind = Literal[
+    "container", "netns", "link", "address", "route", "link-local", "file", "iptables", "nftables", "process"
+]
 Change = Literal["missing", "added", "changed", "down", "stopped"]
 _REPAIRED = {"missing": "restored", "added": "removed", "changed": "restored", "down": "set up", "stopped": "started"}
 
@@ -217,7 +221,27 @@ def _files_rules_processes(plan: Plan, key: str, seen: ContainerObserved) -> lis
         want, have = normalise(parse_save(rules[-1].payload)), normalise(parse_save(seen.iptables))
         for table in sorted(t for t in want if want[t] != have.get(t)):
             out.append(Difference(key, "iptables", f"iptables {table}", "changed", owner=key))
+    for op in (op for op in ops if isinstance(op, Nftables)):
+        out += _nftables(key, op, seen.nftables)
     for name, alive in seen.processes.items():
         if not alive:
             out.append(Difference(key, "process", f"process {name}", "stopped", owner=key))
+    return out
+
+
+def _nftables(key: str, op: Nftables, text: str | None) -> list[Difference]:
+    """kube-proxy's table as the node lists it against the plan's: one difference per chain, set
+    or map that changed (`nftables ip kube-proxy: map service-ips: element … missing`)."""
+    if text is None:
+        return []
+    want = parse_transaction(op.payload)
+    if want is None:
+        return []
+    found = differences(listed(want), parse_listing(text))
+    where = f"nftables {op.family} {op.table}"
+    out = []
+    for what in found:
+        change: Change = "missing" if what == "table missing" else "changed"
+        label = where if what == "table missing" else f"{where}: {what.removesuffix(' changed')}"
+        out.append(Difference(key, "nftables", label, change, owner=key))
     return out

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from labbuilder.compile.ops import Iptables, Ns, Op, Phase, Process, Route, WriteFile, by_phase
-from labbuilder.compile.paths import RULES_FILE, SPEC_COPY
+from labbuilder.compile.ops import Iptables, Nftables, Ns, Op, Phase, Process, Route, WriteFile, by_phase
+from labbuilder.compile.paths import NFT_FILE, RULES_FILE, SPEC_COPY
 from labbuilder.compile.plan import Plan, compile_plan
 from labbuilder.engine.apply import Applier, NetlinkOp, apply_netlink
 from labbuilder.engine.netlink import Netlink
@@ -113,6 +113,10 @@ def _restore(
         rules = [op for op in phases[Phase.RULES] if isinstance(op, Iptables)]
         handle.put_files(key, {RULES_FILE: rules[-1].payload})
         applier.restore_rules(key)
+    if "nftables" in kinds:  # the whole table again, atomically: one nft -f
+        tables = [op for op in phases[Phase.RULES] if isinstance(op, Nftables)]
+        handle.put_files(key, {NFT_FILE: tables[-1].payload})
+        applier.load_nftables(key)
     if "process" in kinds:
         applier.start_processes(key, [op for op in phases[Phase.PROCESSES] if isinstance(op, Process)])
 

@@ -147,7 +147,8 @@ class _Resolver:
             if not self.ipvs():
                 self.error(
                     path,
-                    "kube-proxy's ipvs mode needs IPVS in the kernel, and this host's kernel has none (no /proc/net/ip_vs)",
+                    "kube-proxy's ipvs mode needs IPVS in the kernel, and this host's kernel has none"
+                    " (no /proc/net/ip_vs)",
                     "use mode: nftables (kube-proxy's newest mode) or iptables",
                 )
             else:

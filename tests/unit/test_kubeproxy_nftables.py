@@ -92,7 +92,9 @@ def test_session_affinity_sets_and_rules() -> None:
     """TestOverallNFTablesRules' svc5 (its LoadBalancer parts aside): a timeout set per endpoint,
     checked before the numgen rule and updated in the endpoint chain."""
     port = ServicePort(80, 80, "TCP", "p80", 3002)
-    table = kube_proxy_nftables(fake_lab(svc("ns5", "svc5", "172.30.0.45", port, (ep("10.180.0.3"),), session_affinity=True)))
+    table = kube_proxy_nftables(
+        fake_lab(svc("ns5", "svc5", "172.30.0.45", port, (ep("10.180.0.3"),), session_affinity=True))
+    )
     lines = transaction(table)
     affinity = "affinity-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80"
     endpoint = "endpoint-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80"
@@ -131,7 +133,8 @@ def test_payload_reads_back_as_the_table() -> None:
     assert listed(table) != listed(proxy.table)  # the node's own address is the difference
 
 
-LISTING = """table ip kube-proxy {
+LISTING = """\
+table ip kube-proxy {
 	comment "rules for kube-proxy"
 	set cluster-ips {
 		type ipv4_addr
@@ -143,7 +146,7 @@ LISTING = """table ip kube-proxy {
 		type ipv4_addr . inet_proto . inet_service : verdict
 		comment "vmap to drop or reject packets to services with no endpoints"
 		elements = { 172.30.0.46 . tcp . 80 comment "ns6/svc6:p80" : goto reject-chain,
-			     172.30.0.47 . tcp . 80 comment "ns6/svc7:p80" : goto reject-chain }
+			\x20    172.30.0.47 . tcp . 80 comment "ns6/svc7:p80" : goto reject-chain }
 	}
 
 	set affinity-X {
@@ -175,7 +178,10 @@ def test_listing_parses_to_comparable_form() -> None:
         "",
         ("jump services",),
     )
-    assert found.chains["reject-chain"][1:] == ("helper for @no-endpoint-services / @no-endpoint-nodeports", ("reject",))
+    assert found.chains["reject-chain"][1:] == (
+        "helper for @no-endpoint-services / @no-endpoint-nodeports",
+        ("reject",),
+    )
     assert found.containers["no-endpoint-services"][5] == {
         '172.30.0.46 . tcp . 80 comment "ns6/svc6:p80" : goto reject-chain',
         '172.30.0.47 . tcp . 80 comment "ns6/svc7:p80" : goto reject-chain',

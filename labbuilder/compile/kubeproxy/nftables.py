@@ -31,8 +31,17 @@ from labbuilder.spec.model import Lab, Node, Service, ServicePort
 MASQ_MARK = "0x004000"  # fmt.Sprintf("%#08x", 1<<14): --masquerade-bit 14, as in iptables mode
 
 SERVICES, MARK_MASQ, MASQUERADING = "services", "mark-for-masquerade", "masquerading"
-SERVICE_IPS, SERVICE_NODEPORTS, NODEPORT_IPS, CLUSTER_IPS = "service-ips", "service-nodeports", "nodeport-ips", "cluster-ips"
-NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS, FIREWALL_IPS = "no-endpoint-services", "no-endpoint-nodeports", "firewall-ips"
+SERVICE_IPS, SERVICE_NODEPORTS, NODEPORT_IPS, CLUSTER_IPS = (
+    "service-ips",
+    "service-nodeports",
+    "nodeport-ips",
+    "cluster-ips",
+)
+NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS, FIREWALL_IPS = (
+    "no-endpoint-services",
+    "no-endpoint-nodeports",
+    "firewall-ips",
+)
 REJECT_CHAIN, CLUSTER_IPS_CHECK, FIREWALL_CHECK = "reject-chain", "cluster-ips-check", "firewall-check"
 SERVICE_ENDPOINTS_CHECK, NODEPORT_ENDPOINTS_CHECK = "service-endpoints-check", "nodeport-endpoints-check"
 

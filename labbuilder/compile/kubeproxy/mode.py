@@ -1,0 +1,36 @@
+"""kube-proxy's mode object: the one place that answers "which rules does kube-proxy write here".
+
+iptables mode: its nat and filter tables, merged with the CNI mode's own rules into one
+iptables-restore per node. nftables mode: the CNI mode's iptables rules alone, and kube-proxy's
+table `ip kube-proxy` in one `nft -f`. Nothing outside this module asks `proxy_mode ==`.
+"""
+
+from __future__ import annotations
+
+from labbuilder.compile.kubeproxy.nftables import NftProxy
+from labbuilder.compile.kubeproxy.rules import kube_proxy_tables
+from labbuilder.compile.netfilter import Restore, Table
+from labbuilder.compile.ops import Iptables, Nftables, Ns, Op
+from labbuilder.spec.model import Lab, Node
+
+
+class KubeProxy:
+    """Computed once per plan: kube-proxy's rules are the same on every node but for a detail."""
+
+    def __init__(self, lab: Lab):
+        self.mode = lab.proxy_mode
+        if self.mode == "nftables":
+            self.nft: NftProxy | None = NftProxy(lab)
+            self.restore = Restore([])
+        else:
+            self.nft = None
+            self.restore = Restore(kube_proxy_tables(lab))
+
+    def ops(self, node: Node, cni: list[Table]) -> list[Op]:
+        """A node's rules: one iptables-restore (kube-proxy's tables first, as kube-proxy prepends
+        its jumps, then the CNI mode's), and in nftables mode kube-proxy's own table."""
+        ns = Ns(node.name)
+        ops: list[Op] = [Iptables(ns, self.restore.render(cni))]
+        if self.nft is not None:
+            ops.append(Nftables(ns, self.nft.table.family, self.nft.table.name, self.nft.payload(node)))
+        return ops
