@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -9,8 +10,17 @@ import pytest
 
 from labbuilder.compile.kubeproxy.names import hash_and_truncate, nft_endpoint_base, nft_port_base, split_nft_chain
 from labbuilder.compile.kubeproxy.nftables import NftProxy, kube_proxy_nftables, nodeport_element
+from labbuilder.compile.kubeproxy.nftparse import parse_nft_services
 from labbuilder.compile.nft import canonical, listed, parse_listing, parse_transaction, transaction
+from labbuilder.compile.ops import Iptables, Nftables
+from labbuilder.compile.plan import compile_plan
+from labbuilder.errors import SpecError
+from labbuilder.spec.lab_file import resolve_file
+from labbuilder.spec.load import load_text
 from labbuilder.spec.model import Cluster, Cni, Endpoint, Lab, Node, NodeNetwork, Service, ServicePort
+from labbuilder.spec.resolve import build_model
+from tests.conftest import LABS
+from tests.unit.test_kubeproxy_parse import SHIPPED, ordered, planned, shipped, without_endpoints
 
 UPSTREAM = Path(__file__).parent / "data" / "nftables_upstream.txt"
 NODE = Node("test-node", "worker", IPv4Address("192.168.0.2"), IPv4Network("10.0.1.0/24"))
@@ -139,7 +149,7 @@ table ip kube-proxy {
 	set cluster-ips {
 		type ipv4_addr
 		comment "Active ClusterIPs"
-		elements = { 172.30.0.41 }
+		elements = { 172.30.0.41, 172.30.0.46 }
 	}
 
 	map no-endpoint-services {
@@ -207,3 +217,66 @@ def test_listing_parses_to_comparable_form() -> None:
 def test_canonical_is_how_nft_lists_a_rule(written: str, printed: str) -> None:
     """Each pair as nft 1.0.6 (the node image's) printed it back on these machines."""
     assert canonical(written) == printed
+
+
+# -- the reverse: service ports read back from a listed table ---------------------------------------
+@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("endpoints", [True, False])
+def test_round_trip_recovers_the_model_s_services(name: str, endpoints: bool) -> None:
+    lab = replace(shipped(name, "current"), proxy_mode="nftables")
+    lab = lab if endpoints else without_endpoints(lab)
+    proxy = NftProxy(lab)
+    for node in lab.nodes:
+        table = parse_transaction(proxy.payload(node))
+        assert table is not None
+        ports = [
+            (r.namespace, r.name, r.port_name, r.protocol, r.cluster_ip, r.port, r.node_port, r.endpoints)
+            for r in parse_nft_services(listed(table))
+        ]
+        assert ordered(ports) == ordered(planned(lab)), node.name
+
+
+def test_reverse_reads_a_real_listing() -> None:
+    """Element order and line breaks as nft prints them (captured from a kthw-nftables node)."""
+    listing = parse_listing(LISTING)
+    assert [(r.ref, r.port_name, r.chain, r.endpoints) for r in parse_nft_services(listing)] == [
+        ("ns6/svc6", "p80", "", ()),
+    ]  # 172.30.0.47 is not in cluster-ips: no ClusterIP of a service
+
+
+# -- the mode in a lab file -------------------------------------------------------------------------
+def mode_lab(mode: str, ipvs: bool = False, style: str = "current") -> Lab:
+    text = f"name: t\nkubeProxy: {{mode: {mode}, style: {style}}}\nnodes: [{{name: a}}]\n"
+    return build_model(load_text(text, "lab.yaml"), ipvs=lambda: ipvs).lab
+
+
+def problems(mode: str, ipvs: bool = False, style: str = "current") -> list[str]:
+    with pytest.raises(SpecError) as info:
+        mode_lab(mode, ipvs, style)
+    return [str(p) for p in info.value.problems]
+
+
+def test_mode_defaults_to_iptables_and_takes_nftables() -> None:
+    assert build_model(load_text("name: t\nnodes: [{name: a}]\n", "lab.yaml")).lab.proxy_mode == "iptables"
+    assert mode_lab("nftables").proxy_mode == "nftables"
+
+
+def test_ipvs_is_refused_at_its_line_with_the_reason() -> None:
+    assert problems("ipvs") == [
+        "lab.yaml:2:13: kube-proxy's ipvs mode needs IPVS in the kernel, and this host's kernel has none"
+        " (no /proc/net/ip_vs) (use mode: nftables (kube-proxy's newest mode) or iptables)"
+    ]
+    assert "does not build kube-proxy's ipvs mode" in problems("ipvs", ipvs=True)[0]
+
+
+def test_nftables_has_no_2018_style() -> None:
+    assert "no nftables mode in 2018" in problems("nftables", style="'2018'")[0]
+
+
+def test_plan_writes_no_kube_proxy_iptables_rules_in_nftables_mode() -> None:
+    plan = compile_plan(resolve_file(str(LABS / "kthw-nftables.yaml"))[1].lab)
+    ops = [op for _, op in plan.ops()]
+    assert not any("KUBE-" in op.payload for op in ops if isinstance(op, Iptables))
+    assert any("CNI-" in op.payload for op in ops if isinstance(op, Iptables))  # the bridge plugin's ipMasq stays
+    tables = [op for op in ops if isinstance(op, Nftables)]
+    assert len(tables) == len(plan.nodes) and all(op.describe().startswith("nft -f - <<'EOF'") for op in tables)
