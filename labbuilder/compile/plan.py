@@ -87,7 +87,7 @@ def compile_plan(lab: Lab) -> Plan:
         ContainerSpec(n.name, lab.container_name(n.name), n.name, n.role, dict(_NODE_SYSCTLS)) for n in lab.nodes
     )
     steps: dict[str, tuple[Op, ...]] = {ROUTER: tuple(router_steps(lab))}
-    proxy = KubeProxy(lab)  # the same on every node: computed and formatted once
+    proxy = KubeProxy(lab)  # computed and formatted once (per node only what Local policies make differ)
     for node in lab.nodes:
         steps[node.name] = tuple(uplink_steps(lab, node)) + tuple(node_steps(lab, node, proxy))
     return Plan(lab, (router, *nodes), steps)

@@ -17,7 +17,7 @@ from labbuilder.compile.plan import compile_plan
 from labbuilder.errors import SpecError
 from labbuilder.spec.lab_file import resolve_file
 from labbuilder.spec.load import load_text
-from labbuilder.spec.model import Cluster, Cni, Endpoint, Lab, Node, NodeNetwork, Service, ServicePort
+from labbuilder.spec.model import Cluster, Cni, Endpoint, HostKernel, Lab, Node, NodeNetwork, Service, ServicePort
 from labbuilder.spec.resolve import build_model
 from tests.conftest import LABS
 from tests.unit.test_kubeproxy_parse import SHIPPED, ordered, planned, shipped, without_endpoints
@@ -247,7 +247,7 @@ def test_reverse_reads_a_real_listing() -> None:
 # -- the mode in a lab file -------------------------------------------------------------------------
 def mode_lab(mode: str, ipvs: bool = False, style: str = "current") -> Lab:
     text = f"name: t\nkubeProxy: {{mode: {mode}, style: {style}}}\nnodes: [{{name: a}}]\n"
-    return build_model(load_text(text, "lab.yaml"), ipvs=lambda: ipvs).lab
+    return build_model(load_text(text, "lab.yaml"), HostKernel(ipvs=ipvs)).lab
 
 
 def problems(mode: str, ipvs: bool = False, style: str = "current") -> list[str]:

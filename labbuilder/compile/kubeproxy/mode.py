@@ -8,7 +8,7 @@ table `ip kube-proxy` in one `nft -f`. Nothing outside this module asks `proxy_m
 from __future__ import annotations
 
 from labbuilder.compile.kubeproxy.nftables import NftProxy
-from labbuilder.compile.kubeproxy.rules import kube_proxy_tables
+from labbuilder.compile.kubeproxy.rules import kube_proxy_tables, per_node
 from labbuilder.compile.netfilter import Restore, Table
 from labbuilder.compile.ops import Iptables, Nftables, Ns, Op
 from labbuilder.spec.model import Lab, Node
@@ -19,18 +19,23 @@ class KubeProxy:
 
     def __init__(self, lab: Lab):
         self.mode = lab.proxy_mode
-        if self.mode == "nftables":
-            self.nft: NftProxy | None = NftProxy(lab)
-            self.restore = Restore([])
-        else:
-            self.nft = None
-            self.restore = Restore(kube_proxy_tables(lab))
+        self.lab = lab
+        self.nft: NftProxy | None = NftProxy(lab) if self.mode == "nftables" else None
+        # iptables mode: the same tables on every node unless a Local policy makes them differ
+        shared = self.nft is None and not per_node(lab)
+        self.restore: Restore | None = Restore(kube_proxy_tables(lab)) if shared else None
+
+    def _restore(self, node: Node) -> Restore:
+        """kube-proxy's iptables tables on `node`: none in nftables mode."""
+        if self.nft is not None:
+            return Restore([])
+        return self.restore or Restore(kube_proxy_tables(self.lab, node))
 
     def ops(self, node: Node, cni: list[Table]) -> list[Op]:
         """A node's rules: one iptables-restore (kube-proxy's tables first, as kube-proxy prepends
         its jumps, then the CNI mode's), and in nftables mode kube-proxy's own table."""
         ns = Ns(node.name)
-        ops: list[Op] = [Iptables(ns, self.restore.render(cni))]
+        ops: list[Op] = [Iptables(ns, self._restore(node).render(cni))]
         if self.nft is not None:
             ops.append(Nftables(ns, self.nft.table.family, self.nft.table.name, self.nft.payload(node)))
         return ops
