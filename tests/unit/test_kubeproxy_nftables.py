@@ -49,9 +49,51 @@ def fake_lab(*services: Service) -> Lab:
 
 
 P80 = ServicePort(80, 80, "TCP", "p80")
-OVERALL = fake_lab(
+
+
+def ip(text: str) -> IPv4Address:
+    return IPv4Address(text)
+
+
+OVERALL = fake_lab(  # TestOverallNFTablesRules' six services
     svc("ns1", "svc1", "172.30.0.41", P80, (ep("10.180.0.1"),)),
+    Service(  # LoadBalancer, externalTrafficPolicy Local, its one endpoint on another node
+        "svc2",
+        "ns2",
+        "LoadBalancer",
+        ip("172.30.0.42"),
+        (ServicePort(80, 80, "TCP", "p80", 3001),),
+        {},
+        {"p80": (ep("10.180.0.2"),)},
+        external_traffic_policy="Local",
+        external_ips=(ip("192.168.99.22"),),
+        load_balancer_ips=(ip("1.2.3.4"),),
+        health_check_node_port=30000,
+    ),
     svc("ns3", "svc3", "172.30.0.43", ServicePort(80, 80, "TCP", "p80", 3003), (ep("10.180.0.3"),)),
+    Service(  # an external IP; one endpoint on this node
+        "svc4",
+        "ns4",
+        "NodePort",
+        ip("172.30.0.44"),
+        (P80,),
+        {},
+        {"p80": (ep("10.180.0.4"), Endpoint(ip("10.180.0.5"), 80, "test-node", "p"))},
+        external_ips=(ip("192.168.99.33"),),
+    ),
+    Service(  # LoadBalancer, Cluster policy, source ranges, ClientIP affinity
+        "svc5",
+        "ns5",
+        "LoadBalancer",
+        ip("172.30.0.45"),
+        (ServicePort(80, 80, "TCP", "p80", 3002),),
+        {},
+        {"p80": (ep("10.180.0.3"),)},
+        session_affinity=True,
+        load_balancer_ips=(ip("5.6.7.8"),),
+        load_balancer_source_ranges=(IPv4Network("203.0.113.0/25"),),
+        health_check_node_port=30000,
+    ),
     svc("ns6", "svc6", "172.30.0.46", P80),
 )
 
@@ -93,8 +135,8 @@ def test_chain_bases_and_their_reverse() -> None:
 
 
 def test_table_is_upstreams_transaction() -> None:
-    """TestOverallNFTablesRules' dump (the services the model holds), compared as upstream compares."""
-    ours = "\n".join(transaction(kube_proxy_nftables(OVERALL, mark="0x4000"))) + "\n" + nodeport_element(NODE)
+    """TestOverallNFTablesRules' dump, compared as upstream compares (sortNFTablesTransaction)."""
+    ours = "\n".join(transaction(kube_proxy_nftables(OVERALL, NODE, mark="0x4000"))) + "\n" + nodeport_element(NODE)
     assert sort_transaction(ours) == sort_transaction(UPSTREAM.read_text())
 
 

@@ -19,14 +19,17 @@ from labbuilder.compile.kubeproxy.names import (
     NFT_AFFINITY,
     NFT_ENDPOINT,
     NFT_EXTERNAL,
+    NFT_FIREWALL,
+    NFT_LOCAL,
     NFT_SERVICE,
     NFT_TABLE,
     nft_endpoint_base,
     nft_port_base,
     service_port_name,
 )
+from labbuilder.compile.kubeproxy.rules import per_node
 from labbuilder.compile.nft import Hook, NftTable, payload, transaction
-from labbuilder.spec.model import Lab, Node, Service, ServicePort
+from labbuilder.spec.model import Endpoint, Lab, Node, Service, ServicePort
 
 MASQ_MARK = "0x004000"  # fmt.Sprintf("%#08x", 1<<14): --masquerade-bit 14, as in iptables mode
 
@@ -120,67 +123,166 @@ def base_table(service_cidr: str, mark: str = MASQ_MARK) -> NftTable:
 class PortChains:
     """The names kube-proxy gives one service port's chains."""
 
-    service: str
+    service: str  # the Cluster policy chain
+    local: str  # the Local policy chain
     external: str
+    firewall: str
     spn: str  # `ns/name:port`, the comment of its no-endpoint elements
 
     @classmethod
     def of(cls, svc: Service, port: ServicePort) -> PortChains:
         base = nft_port_base(svc.ref, port.protocol, port.name)
-        return cls(NFT_SERVICE + base, NFT_EXTERNAL + base, service_port_name(svc, port))
+        spn = service_port_name(svc, port)
+        return cls(NFT_SERVICE + base, NFT_LOCAL + base, NFT_EXTERNAL + base, NFT_FIREWALL + base, spn)
 
 
-def add_service_port(t: NftTable, lab: Lab, svc: Service, port: ServicePort) -> None:
-    """syncProxyRules for one service port (externalTrafficPolicy and internalTrafficPolicy Cluster)."""
-    proto = port.protocol.lower()
-    names = PortChains.of(svc, port)
-    endpoints = svc.endpoints.get(port.name or str(port.port), ())
-    key = f"{svc.cluster_ip} . {proto} . {port.port}"
-    t.element(CLUSTER_IPS, str(svc.cluster_ip))
-    if not endpoints:  # rejected in the filter hooks, before any NAT could happen
-        t.element(NO_ENDPOINT_SERVICES, key, f"goto {REJECT_CHAIN}", names.spn)
-        if port.node_port is not None:
-            t.element(NO_ENDPOINT_NODEPORTS, f"{proto} . {port.node_port}", f"goto {REJECT_CHAIN}", names.spn)
-        return
+class _Port:
+    """syncProxyRules for one service port on one node (`node` None: a lab without Local policies
+    or source ranges, where every node's table is the same). proxy.CategorizeEndpoints: every
+    endpoint is ready; the local ones run on this node."""
 
-    chains = [
-        (NFT_ENDPOINT + base, NFT_AFFINITY + base, ep)
-        for ep in endpoints
-        for base in [nft_endpoint_base(svc.ref, port.protocol, port.name, ep.ip, ep.port)]
-    ]
-    for _, affinity, _ in chains if svc.session_affinity else ():
-        t.container("set", affinity, "ipv4_addr", flags="dynamic,timeout", timeout=svc.affinity_timeout)
-    for endpoint, _, _ in chains:
-        t.chain(endpoint)
-    t.chain(names.service)
-    # Off-cluster sources reaching a ClusterIP are masqueraded: the endpoint may be on another node.
-    t.add(names.service, f"ip daddr {svc.cluster_ip} ip saddr != {lab.cluster.pod_cidr} jump {MARK_MASQ}")
-    for endpoint, affinity, _ in chains if svc.session_affinity else ():  # sticky first
-        t.add(names.service, f"ip saddr @{affinity} goto {endpoint}")
-    vmap = " , ".join(f"{i} : goto {endpoint}" for i, (endpoint, _, _) in enumerate(chains))
-    t.add(names.service, f"numgen random mod {len(chains)} vmap {{ {vmap} }}")
-    if port.node_port is not None:
-        t.chain(names.external)
-        t.add(names.external, f"jump {MARK_MASQ}")  # Cluster policy: the endpoint may be on another node
-        t.add(names.external, f"goto {names.service}")
-    for endpoint, affinity, ep in chains:
-        t.add(endpoint, f"ip saddr {ep.ip} jump {MARK_MASQ}")  # hairpin: a pod reaching itself
-        if svc.session_affinity:
-            t.add(endpoint, f"update @{affinity} {{ ip saddr }}")
-        t.add(endpoint, f"meta l4proto {proto} dnat to {ep.ip}:{ep.port}")
-    t.element(SERVICE_IPS, key, f"goto {names.service}")
-    if port.node_port is not None:
-        t.element(SERVICE_NODEPORTS, f"{proto} . {port.node_port}", f"goto {names.external}")
+    def __init__(self, t: NftTable, lab: Lab, svc: Service, port: ServicePort, node: Node | None):
+        self.t, self.svc, self.port, self.node = t, svc, port, node
+        self.pods = str(lab.cluster.pod_cidr)  # the local-traffic detector: --cluster-cidr
+        self.names = PortChains.of(svc, port)
+        self.proto = port.protocol.lower()
+        endpoints = svc.endpoints.get(port.name or str(port.port), ())
+        self.externally = port.node_port is not None or bool(svc.external_ips or svc.load_balancer_ips)
+        self.ext_local = svc.external_local and self.externally
+        uses_cluster = not svc.internal_local or (self.externally and not self.ext_local)
+        uses_local = svc.internal_local or self.ext_local
+        here = node.name if node else None
+        self.cluster_eps = endpoints if uses_cluster else ()
+        self.local_eps = tuple(e for e in endpoints if e.node is not None and e.node == here) if uses_local else ()
+        self.reachable = self.cluster_eps or self.local_eps  # every local endpoint is a cluster one too
+        self.has_endpoints = bool(endpoints)
+        self.has_internal = self.has_endpoints and (bool(self.local_eps) or not svc.internal_local)
+        self.has_external = self.has_endpoints and (bool(self.local_eps) or not self.ext_local)
+        self.internal = self.names.local if svc.internal_local else self.names.service
+        # No endpoints at all: rejected (connection refused at once); none here under Local: dropped.
+        refused = f"goto {REJECT_CHAIN}" if not self.has_endpoints else "drop"
+        self.internal_verdict = self.external_verdict = refused
+        self.uses_fw = bool(svc.load_balancer_ips and svc.load_balancer_source_ranges)
+
+    def key(self, ip: object) -> str:
+        return f"{ip} . {self.proto} . {self.port.port}"
+
+    def chains(self) -> None:
+        """Every chain and set first: the maps' verdicts and the rules' gotos name them."""
+        t, names = self.t, self.names
+        for ep in self.reachable:
+            if self.svc.session_affinity:
+                t.container(
+                    "set", self.affinity(ep), "ipv4_addr", flags="dynamic,timeout", timeout=self.svc.affinity_timeout
+                )
+            t.chain(self.endpoint(ep))
+        if self.cluster_eps:
+            t.chain(names.service)
+        if self.local_eps:
+            t.chain(names.local)
+        if self.has_endpoints and self.externally:
+            t.chain(names.external)
+        if self.uses_fw:
+            t.chain(names.firewall)
+
+    def endpoint(self, ep: Endpoint) -> str:
+        return NFT_ENDPOINT + nft_endpoint_base(self.svc.ref, self.port.protocol, self.port.name, ep.ip, ep.port)
+
+    def affinity(self, ep: Endpoint) -> str:
+        return NFT_AFFINITY + nft_endpoint_base(self.svc.ref, self.port.protocol, self.port.name, ep.ip, ep.port)
+
+    def elements(self) -> None:
+        t, svc, names, proto = self.t, self.svc, self.names, self.proto
+        t.element(CLUSTER_IPS, str(svc.cluster_ip))
+        if self.has_internal:
+            t.element(SERVICE_IPS, self.key(svc.cluster_ip), f"goto {self.internal}")
+        else:
+            t.element(NO_ENDPOINT_SERVICES, self.key(svc.cluster_ip), self.internal_verdict, names.spn)
+        for ip in svc.external_ips:
+            if self.has_endpoints:
+                t.element(SERVICE_IPS, self.key(ip), f"goto {names.external}")
+            if not self.has_external:
+                t.element(NO_ENDPOINT_SERVICES, self.key(ip), self.external_verdict, names.spn)
+        for ip in svc.load_balancer_ips:
+            if self.has_endpoints:
+                t.element(SERVICE_IPS, self.key(ip), f"goto {names.external}")
+            if self.uses_fw:
+                t.element(FIREWALL_IPS, self.key(ip), f"goto {names.firewall}")
+        if not self.has_external:
+            for ip in svc.load_balancer_ips:
+                t.element(NO_ENDPOINT_SERVICES, self.key(ip), self.external_verdict, names.spn)
+        if self.port.node_port is not None:
+            node_port = f"{proto} . {self.port.node_port}"
+            if self.has_endpoints:
+                t.element(SERVICE_NODEPORTS, node_port, f"goto {names.external}")
+            if not self.has_external:
+                t.element(NO_ENDPOINT_NODEPORTS, node_port, self.external_verdict, names.spn)
+
+    def rules(self) -> None:
+        t, svc, names = self.t, self.svc, self.names
+        if self.has_internal:  # off-cluster sources reaching a ClusterIP: the endpoint may be elsewhere
+            t.add(self.internal, f"ip daddr {svc.cluster_ip} ip saddr != {self.pods} jump {MARK_MASQ}")
+        if self.has_endpoints and self.externally:
+            self.external_rules()
+        if self.uses_fw:
+            self.firewall_rule()
+        if self.cluster_eps:
+            self.balance(names.service, self.cluster_eps)
+        if self.local_eps:
+            self.balance(names.local, self.local_eps)
+        for ep in self.reachable:
+            chain = self.endpoint(ep)
+            t.add(chain, f"ip saddr {ep.ip} jump {MARK_MASQ}")  # hairpin: a pod reaching itself
+            if svc.session_affinity:
+                t.add(chain, f"update @{self.affinity(ep)} {{ ip saddr }}")
+            t.add(chain, f"meta l4proto {self.proto} dnat to {ep.ip}:{ep.port}")
+
+    def external_rules(self) -> None:
+        t, ext, names = self.t, self.names.external, self.names
+        if not self.ext_local:  # the endpoint may be on another node: masquerade
+            t.add(ext, f"jump {MARK_MASQ}")
+        else:  # keep the client's address; pods and the node itself go the Cluster way
+            t.add(ext, f'ip saddr {self.pods} goto {names.service} comment "short-circuit pod traffic"')
+            t.add(ext, f'fib saddr type local jump {MARK_MASQ} comment "masquerade local traffic"')
+            t.add(ext, f'fib saddr type local goto {names.service} comment "short-circuit local traffic"')
+        if self.has_external:
+            t.add(ext, f"goto {names.local if self.ext_local else names.service}")
+
+    def firewall_rule(self) -> None:
+        """Only the source ranges may use the LB IPs (and the LB IPs themselves, when the node is in
+        a range: a node's request to its own LB IP loops back with that source)."""
+        ranges = self.svc.load_balancer_source_ranges
+        sources = [str(cidr) for cidr in ranges]
+        if self.node is not None and any(self.node.ip in cidr for cidr in ranges):
+            sources += [str(ip) for ip in self.svc.load_balancer_ips]
+        self.t.add(self.names.firewall, f"ip saddr != {{ {' , '.join(sources)} }} drop")
+
+    def balance(self, chain: str, endpoints: tuple[Endpoint, ...]) -> None:
+        """writeServiceToEndpointRules: sticky sources first, then one random pick."""
+        if self.svc.session_affinity:
+            for ep in endpoints:
+                self.t.add(chain, f"ip saddr @{self.affinity(ep)} goto {self.endpoint(ep)}")
+        vmap = " , ".join(f"{i} : goto {self.endpoint(ep)}" for i, ep in enumerate(endpoints))
+        self.t.add(chain, f"numgen random mod {len(endpoints)} vmap {{ {vmap} }}")
 
 
-def kube_proxy_nftables(lab: Lab, mark: str = MASQ_MARK) -> NftTable:
-    """The table on every node, but for the node's own address in `nodeport-ips` (see NftProxy)."""
+def add_service_port(t: NftTable, lab: Lab, svc: Service, port: ServicePort, node: Node | None = None) -> None:
+    """One service port's chains, rules and map elements, as syncProxyRules writes them."""
+    one = _Port(t, lab, svc, port, node)
+    one.chains()
+    one.rules()
+    one.elements()
+
+
+def kube_proxy_nftables(lab: Lab, node: Node | None = None, mark: str = MASQ_MARK) -> NftTable:
+    """The table on `node`, but for the node's own address in `nodeport-ips` (see NftProxy). With
+    node None, the table every node holds when no Local policy or source range makes them differ."""
     t = base_table(str(lab.cluster.service_cidr), mark)
     for svc in lab.services:
         if svc.headless:  # no ClusterIP: kube-proxy leaves it to DNS
             continue
         for port in svc.ports:
-            add_service_port(t, lab, svc, port)
+            add_service_port(t, lab, svc, port, node)
     return t
 
 
@@ -189,14 +291,18 @@ def nodeport_element(node: Node) -> str:
 
 
 class NftProxy:
-    """A node's `nft -f` payload: the lab-wide table formatted once, plus each node's address."""
+    """A node's `nft -f` payload: the lab-wide table formatted once, plus each node's address
+    (each node's own table when Local policies or source ranges make them differ)."""
 
     def __init__(self, lab: Lab):
+        self.lab = lab
+        self.shared = not per_node(lab)
         self.table = kube_proxy_nftables(lab)
         self._text = payload(self.table)
 
     def payload(self, node: Node) -> str:
-        return self._text + nodeport_element(node) + "\n"
+        text = self._text if self.shared else payload(kube_proxy_nftables(self.lab, node))
+        return text + nodeport_element(node) + "\n"
 
 
 __all__ = ["NftProxy", "kube_proxy_nftables", "transaction"]
