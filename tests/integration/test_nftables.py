@@ -116,3 +116,63 @@ def test_a_deleted_table_is_missing_and_comes_back(lab):
     assert "worker-2: nftables ip kube-proxy missing" in labbuilder("diff", lab, check=False).stdout
     labbuilder("reset", lab)
     assert labbuilder("diff", lab).stdout.strip() == f"lab {lab}: pristine"
+
+
+# -- the Service API in nftables mode, with packets ---------------------------------------------------
+SVC_FILE = str(ROOT / "tests/integration/labs/kn-services.yaml")
+SVC_LAB = "kn-svc"
+SVC_MODEL = resolve_file(SVC_FILE, SVC_LAB)[1].lab
+SVC_PLAN = compile_plan(SVC_MODEL)
+
+
+@pytest.fixture(scope="module")
+def svc_lab(host_before) -> Iterator[str]:
+    yield from bring_up(SVC_FILE, SVC_LAB)
+
+
+def client(node: str):
+    return next(p for p in SVC_MODEL.node(node).pods if p.name.startswith("client"))
+
+
+def cluster_ip(name: str) -> str:
+    return str(next(s.cluster_ip for s in SVC_MODEL.services if s.name == name))
+
+
+def curl(container: str, url: str, netns: str | None = None) -> tuple[int, str, float]:
+    """(curl's exit code, its output, seconds taken): 7 is refused, 28 a timeout."""
+    argv = ["sh", "-c", f'start=$(date +%s%N); curl -s -m 2 {url}; echo " rc=$? ms=$((($(date +%s%N)-start)/1000000))"']
+    out = pod_exec(container, netns, *argv, check=False) if netns else dexec(container, *argv, check=False)
+    body, _, tail = out.rpartition(" rc=")
+    rc, _, ms = tail.partition(" ms=")
+    return int(rc), body, int(ms) / 1000
+
+
+def test_per_node_tables_read_back_as_planned(svc_lab):
+    for node in SVC_MODEL.nodes:
+        op = next(op for op in SVC_PLAN.steps[node.name] if isinstance(op, Nftables))
+        text = dexec(f"{svc_lab}-{node.name}", "nft", "list", "table", "ip", "kube-proxy")
+        assert parse_listing(text) == listed(parse_transaction(op.payload)), node.name  # type: ignore[arg-type]
+    assert labbuilder("diff", svc_lab).stdout.strip() == f"lab {svc_lab}: pristine"
+
+
+def test_a_service_without_endpoints_is_refused_at_once(svc_lab):
+    pod = client("worker-0")
+    rc, _, seconds = curl(f"{svc_lab}-worker-0", f"http://{cluster_ip('empty')}/", pod.netns)
+    assert (rc, seconds < 1) == (7, True)  # connection refused (reject-chain), not a timeout
+    rc, _, seconds = curl(f"{svc_lab}-router", "http://10.240.0.20:30080/")
+    assert (rc, seconds < 1) == (7, True)  # its node port too (no-endpoint-nodeports)
+
+
+def test_external_traffic_policy_local_keeps_the_client_address_and_drops_elsewhere(svc_lab):
+    rc, body, _ = curl(f"{svc_lab}-router", "http://10.240.0.21:30081/")
+    assert rc == 0 and "client=10.240.0.1:" in body  # the router's own address: not masqueraded
+    rc, _, _ = curl(f"{svc_lab}-router", "http://10.240.0.20:30081/")
+    assert rc == 28  # worker-0 has no local endpoint: dropped, no answer
+
+
+def test_internal_traffic_policy_local_serves_only_the_nodes_own_endpoints(svc_lab):
+    url = f"http://{cluster_ip('itp')}/"
+    rc, body, _ = curl(f"{svc_lab}-worker-1", url, client("worker-1").netns)
+    assert rc == 0 and "pod=web" in body
+    rc, _, _ = curl(f"{svc_lab}-worker-0", url, client("worker-0").netns)
+    assert rc == 28  # no endpoint on worker-0: dropped
