@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from labbuilder.compile import kubelet, pki
+from labbuilder.compile import announce, kubelet, pki
 from labbuilder.compile.cni import mode_for
 from labbuilder.compile.kubeproxy.mode import KubeProxy
 from labbuilder.compile.ops import ROUTER, Address, Bridge, LinkUp, Master, Ns, Op, Route, Veth
@@ -118,6 +118,8 @@ def router_steps(lab: Lab) -> list[Op]:
     ]
     if mode_for(lab).router_routes(lab):
         ops += [Route(ns, str(n.pod_cidr), via=str(n.ip)) for n in lab.nodes if n.pod_cidr is not None]
+    # LoadBalancer and external IPs: to the node that takes each, as a cloud load balancer would.
+    ops += [Route(ns, f"{ip}/32", via=str(node.ip)) for ip, node in announce.routes(lab)]
     return [*ops, *pki.router_files(lab, ROUTER)]
 
 

@@ -576,8 +576,11 @@ class _Resolver:
                 service = replace(
                     service,
                     endpoints={
+                        # a port name: the apiservers name no port, so it has no endpoints
                         (p.name or str(p.port)): tuple(
-                            Endpoint(n.ip, int(p.target_port), None, n.name) for n in controllers
+                            Endpoint(n.ip, p.target_port, None, n.name)
+                            for n in controllers
+                            if isinstance(p.target_port, int)
                         )
                         for p in service.ports
                     },

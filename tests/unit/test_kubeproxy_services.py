@@ -241,3 +241,21 @@ def test_which_labs_need_tables_per_node():
 def test_the_overall_tables_round_trip_through_iptables_save_text():
     tables = kube_proxy_tables(OVERALL, HERE)
     assert normalise(parse_save(render_restore(tables))) == normalise({t.name: t for t in tables})
+
+
+def test_the_parser_reads_every_way_in_back():
+    from labbuilder.compile.kubeproxy import parse_service_rules
+
+    found = {r.ref: r for r in parse_service_rules(parse_save(render_restore(kube_proxy_tables(OVERALL, HERE))))}
+    assert set(found) == {f"ns{i}/svc{i}" for i in range(1, 7)}
+    svc2, svc4, svc5, svc6 = found["ns2/svc2"], found["ns4/svc4"], found["ns5/svc5"], found["ns6/svc6"]
+    assert (svc2.external_ips, svc2.load_balancer_ips, svc2.node_port) == (
+        (IPv4Address("192.168.99.22"),),
+        (IPv4Address("1.2.3.4"),),
+        3001,
+    )
+    # no local endpoint for the Local svc2 here: its external addresses are also DROPped in filter
+    assert svc2.refused_ips == (IPv4Address("192.168.99.22"), IPv4Address("1.2.3.4"))
+    assert svc4.endpoints == ("10.180.0.4:80", "10.180.0.5:80") and svc4.external_ips == (IPv4Address("192.168.99.33"),)
+    assert (svc5.load_balancer_ips, svc5.chain) == ((IPv4Address("5.6.7.8"),), svc_chain("ns5/svc5:p80", "tcp"))
+    assert (svc6.chain, svc6.endpoints, svc6.cluster_ip) == ("", (), IPv4Address("172.30.0.46"))

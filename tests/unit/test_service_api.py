@@ -191,3 +191,42 @@ def test_the_2018_style_refuses_what_it_cannot_render():
         "lab.yaml:8:22: type: LoadBalancer is rendered in current kube-proxy's shapes only "
         "(use kubeProxy.style: current)",
     ]
+
+
+# -- the router's routes and kubectl's views ---------------------------------------------------------
+def test_the_router_routes_each_address_to_the_node_metallb_would_elect():
+    import hashlib
+
+    from labbuilder.compile import announce
+    from labbuilder.compile.ops import Route
+    from labbuilder.compile.plan import compile_plan
+    from labbuilder.spec.load import load
+
+    lab = build_model(load("services")).lab
+    routes = {ip: node.name for ip, node in announce.routes(lab)}
+    # Local: only worker-0 runs a solo pod, whatever the hash says
+    assert routes[IPv4Address("10.240.0.203")] == routes[IPv4Address("192.0.2.10")] == "worker-0"
+    # Cluster: the worker first by sha256(node#ip), as MetalLB's layer-2 speakers sort themselves
+    ip = IPv4Address("10.240.0.201")
+    elected = min(("worker-0", "worker-1"), key=lambda n: hashlib.sha256(f"{n}#{ip}".encode()).digest())
+    assert routes[ip] == elected
+    steps = compile_plan(lab).steps["router"]
+    assert Route(steps[0].ns, "10.240.0.201/32", via=str(lab.node(elected).ip)) in steps
+
+
+def test_kubectl_shows_external_ips_as_kubectl_does():
+    from labbuilder.observe.readback import ServiceView
+    from labbuilder.present.kubectl import external_ip, service_object
+
+    def view(kind: str, external=(), balanced=()) -> ServiceView:
+        return ServiceView("default", "s", kind, "10.32.0.5", (), {}, True, external, balanced)
+
+    assert external_ip(view("ClusterIP")) == "<none>"
+    assert external_ip(view("NodePort", ("192.0.2.10",))) == "192.0.2.10"
+    assert external_ip(view("LoadBalancer")) == "<pending>"
+    assert external_ip(view("LoadBalancer", ("192.0.2.10",), ("10.240.0.201",))) == "10.240.0.201,192.0.2.10"
+    many = view("LoadBalancer", (), ("10.240.0.201", "10.240.0.202"))
+    assert external_ip(many) == "10.240.0.201,..."  # loadBalancerStatusStringer: 16 characters unless wide
+    assert external_ip(many, wide=True) == "10.240.0.201,10.240.0.202"
+    obj = service_object(view("LoadBalancer", (), ("10.240.0.201",)), None)
+    assert obj["status"] == {"loadBalancer": {"ingress": [{"ip": "10.240.0.201", "ipMode": "VIP"}]}}
