@@ -229,7 +229,7 @@ def _lab_service_view(
         ips.add(str(rule.cluster_ip))
         external.update(dict.fromkeys(map(str, rule.external_ips)))
         balanced.update(dict.fromkeys(map(str, rule.load_balancer_ips)))
-        for ip in rule.refused_ips:  # a refused address does not say its kind: the lab's plan does
+        for ip in (*rule.refused_ips, *rule.outside_ips):  # these do not say their kind: the lab's plan does
             (balanced if ip in svc.load_balancer_ips else external)[str(ip)] = None
         found_port = rule.chain or rule.node_port is not None  # 2018's REJECT rules don't say
         node_port = rule.node_port if found_port else port.node_port
@@ -264,7 +264,7 @@ def _stranger_view(lab: Lab, found: Sequence[ServicePortRules]) -> ServiceView:
         for r in found
     ]
     first = found[0]
-    external = tuple(dict.fromkeys(str(ip) for r in found for ip in (*r.external_ips, *r.refused_ips)))
+    external = tuple(dict.fromkeys(str(ip) for r in found for ip in (*r.external_ips, *r.refused_ips, *r.outside_ips)))
     balanced = tuple(dict.fromkeys(str(ip) for r in found for ip in r.load_balancer_ips))
     kind = "LoadBalancer" if balanced else _service_type(ports)
     return ServiceView(

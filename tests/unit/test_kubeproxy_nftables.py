@@ -275,7 +275,7 @@ def test_round_trip_recovers_the_model_s_services(name: str, endpoints: bool) ->
             (r.namespace, r.name, r.port_name, r.protocol, r.cluster_ip, r.port, r.node_port, r.endpoints)
             for r in parse_nft_services(listed(table))
         ]
-        assert ordered(ports) == ordered(planned(lab)), node.name
+        assert ordered(ports) == ordered(planned(lab, node.name)), node.name
 
 
 def test_reverse_reads_a_real_listing() -> None:
@@ -322,3 +322,18 @@ def test_plan_writes_no_kube_proxy_iptables_rules_in_nftables_mode() -> None:
     assert any("CNI-" in op.payload for op in ops if isinstance(op, Iptables))  # the bridge plugin's ipMasq stays
     tables = [op for op in ops if isinstance(op, Nftables)]
     assert len(tables) == len(plan.nodes) and all(op.describe().startswith("nft -f - <<'EOF'") for op in tables)
+
+
+def test_external_and_load_balancer_addresses_read_back() -> None:
+    """labs/services.yaml in nftables mode: the addresses outside the cluster a service is reached at
+    (or refused at), per node, as `get services` shows them."""
+    lab = replace(shipped("services", "current"), proxy_mode="nftables")
+    proxy = NftProxy(lab)
+    for node in lab.nodes:
+        rules = {r.ref: r for r in parse_nft_services(listed(parse_transaction(proxy.payload(node))))}  # type: ignore[arg-type]
+        for svc in lab.services:
+            if svc.headless:
+                continue
+            want = sorted({*svc.external_ips, *svc.load_balancer_ips})
+            got = sorted({*rules[svc.ref].outside_ips, *rules[svc.ref].refused_ips})
+            assert got == want, (node.name, svc.ref)
