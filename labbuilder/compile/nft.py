@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, summarize_address_range
 
 # Rules whose listed form differs from their written form, as nft 1.0 prints them.
 _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -159,23 +160,38 @@ def canonical(rule: str) -> str:
         items = [item.strip() for item in m.group(2).split(",")]
         if len(items) == 1:
             return m.group(1) + items[0]
-        return m.group(1) + "{ " + ", ".join(sorted(items, key=_address_order)) + " }"
+        return m.group(1) + "{ " + ", ".join(_merged(items)) + " }"
 
     return _ANON_SET.sub(anon, rule)
+
+
+def _merged(items: list[str]) -> list[str]:
+    """An anonymous interval set as nft keeps it: overlapping and adjacent members merged, in
+    address order, each a prefix where it is one (a bare address for a /32), else a range."""
+    try:
+        spans = sorted((int(n.network_address), int(n.broadcast_address)) for n in map(IPv4Network, items))
+    except ValueError:
+        return items
+    merged: list[list[int]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    out = []
+    for start, end in merged:
+        nets = list(summarize_address_range(IPv4Address(start), IPv4Address(end)))
+        if len(nets) == 1:
+            net = nets[0]
+            out.append(str(net.network_address) if net.prefixlen == 32 else str(net))
+        else:
+            out.append(f"{IPv4Address(start)}-{IPv4Address(end)}")
+    return out
 
 
 def _hex(form: str) -> Callable[[re.Match[str]], str]:
     """A replacement that writes the matched mark as nft prints a 32-bit value."""
     return lambda m: form.format(f"0x{int(m.group(1), 16):08x}")
-
-
-def _address_order(item: str) -> tuple[int, ...]:
-    """nft prints an interval set's members in address order."""
-    address = item.split("/")[0]
-    try:
-        return tuple(int(part) for part in address.split("."))
-    except ValueError:
-        return (1 << 32,)
 
 
 @dataclass(frozen=True)

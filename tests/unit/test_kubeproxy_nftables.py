@@ -251,6 +251,12 @@ def test_listing_parses_to_comparable_form() -> None:
         ("mark set mark xor 0x4000", "meta mark set meta mark ^ 0x00004000"),
         ('ip daddr { 10.32.0.0/24 } drop comment "x"', 'ip daddr 10.32.0.0/24 drop comment "x"'),
         ("ip saddr != { 203.0.113.0/25 , 5.6.7.8 } drop", "ip saddr != { 5.6.7.8, 203.0.113.0/25 } drop"),
+        ("ip saddr != { 10.240.0.0/24 , 10.240.0.202 } drop", "ip saddr != { 10.240.0.0/24 } drop"),  # merged
+        (
+            "ip saddr != { 10.250.0.202 , 10.240.0.0/24 , 10.240.0.7 , 10.240.1.0/24 } drop",
+            "ip saddr != { 10.240.0.0/23, 10.250.0.202 } drop",
+        ),
+        ("ip saddr != { 10.0.0.0/24 , 10.0.1.0/25 } drop", "ip saddr != { 10.0.0.0-10.0.1.127 } drop"),
         ("numgen random mod 2 vmap { 0 : goto a , 1 : goto b }", "numgen random mod 2 vmap { 0 : goto a, 1 : goto b }"),
         ("update @affinity-x { ip saddr }", "update @affinity-x { ip saddr }"),
         ("meta l4proto tcp dnat to 10.0.0.1:80", "meta l4proto tcp dnat to 10.0.0.1:80"),
