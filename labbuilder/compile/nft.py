@@ -328,31 +328,33 @@ def _split_top(text: str) -> list[str]:
     return [*out, current]
 
 
-def differences(want: Listed, have: Listed | None) -> list[str]:
-    """What differs, in a few words per set, map or chain: `chain services changed`."""
+def differences(want: Listed, have: Listed | None) -> list[tuple[str, str]]:
+    """What differs, as (what, change): ("chain services", "changed"), ("map service-ips element
+    10.32.0.2 . tcp . 80 : goto service-…", "missing"), ("table", "missing")."""
     if have is None:
-        return ["table missing"]
+        return [("table", "missing")]
     out = []
     for name in sorted(set(want.chains) | set(have.chains)):
         if name not in have.chains:
-            out.append(f"chain {name} missing")
+            out.append((f"chain {name}", "missing"))
         elif name not in want.chains:
-            out.append(f"chain {name} added")
+            out.append((f"chain {name}", "added"))
         elif want.chains[name] != have.chains[name]:
-            out.append(f"chain {name} changed")
+            out.append((f"chain {name}", "changed"))
     for name in sorted(set(want.containers) | set(have.containers)):
         kind = (want.containers.get(name) or have.containers[name])[0]
         if name not in have.containers:
-            out.append(f"{kind} {name} missing")
+            out.append((f"{kind} {name}", "missing"))
         elif name not in want.containers:
-            out.append(f"{kind} {name} added")
-        elif want.containers[name] != have.containers[name]:
+            out.append((f"{kind} {name}", "added"))
+        elif want.containers[name][:5] != have.containers[name][:5]:
+            out.append((f"{kind} {name}", "changed"))
+        else:
             w, h = want.containers[name][5], have.containers[name][5]
-            lost, extra = sorted(w - h), sorted(h - w)
-            what = [f"element {e} missing" for e in lost] + [f"element {e} added" for e in extra]
-            out.append(f"{kind} {name}: {', '.join(what)}" if what else f"{kind} {name} changed")
+            out += [(f"{kind} {name} element {e}", "missing") for e in sorted(w - h)]
+            out += [(f"{kind} {name} element {e}", "added") for e in sorted(h - w)]
     if want.comment != have.comment:
-        out.append("table comment changed")
+        out.append(("table comment", "changed"))
     return out
 
 

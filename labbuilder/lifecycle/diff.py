@@ -230,18 +230,15 @@ def _files_rules_processes(plan: Plan, key: str, seen: ContainerObserved) -> lis
 
 
 def _nftables(key: str, op: Nftables, text: str | None) -> list[Difference]:
-    """kube-proxy's table as the node lists it against the plan's: one difference per chain, set
-    or map that changed (`nftables ip kube-proxy: map service-ips: element … missing`)."""
-    if text is None:
-        return []
-    want = parse_transaction(op.payload)
+    """kube-proxy's table as the node lists it against the plan's: one difference per chain, set,
+    map or element (`nftables ip kube-proxy: map service-ips element … missing`). Any of them is
+    repaired the same way: the whole table again, in one transaction."""
+    want = parse_transaction(op.payload) if text is not None else None
     if want is None:
         return []
-    found = differences(listed(want), parse_listing(text))
     where = f"nftables {op.family} {op.table}"
     out = []
-    for what in found:
-        change: Change = "missing" if what == "table missing" else "changed"
-        label = where if what == "table missing" else f"{where}: {what.removesuffix(' changed')}"
-        out.append(Difference(key, "nftables", label, change, owner=key))
+    for what, change in differences(listed(want), parse_listing(text or "")):
+        label = where if what == "table" else f"{where}: {what}"
+        out.append(Difference(key, "nftables", label, change, owner=key))  # type: ignore[arg-type]
     return out

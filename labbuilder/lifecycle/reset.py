@@ -69,7 +69,7 @@ def repair(handle: LabHandle, plan: Plan, differences: list[Difference]) -> None
     for d in differences:
         by_key.setdefault(d.owner or d.key, []).append(d)
     for d in differences:  # strays first: a stray address can shadow a planned one
-        if d.change == "added":
+        if d.change == "added" and d.kind != "nftables":  # a table's strays go with the table's reload
             _remove(handle, d)
     desired = desired_state(plan)  # once for every container's restore
     if ROUTER in by_key:  # its bridge holds the other ends of the nodes' uplinks: first, as in `up`
@@ -100,7 +100,7 @@ def _remove(handle: LabHandle, d: Difference) -> None:
 def _restore(
     handle: LabHandle, plan: Plan, desired: dict[Ns, NsDesired], key: str, differences: list[Difference]
 ) -> None:
-    kinds = {d.kind for d in differences if d.change != "added"}
+    kinds = {d.kind for d in differences if d.change != "added" or d.kind == "nftables"}
     phases = by_phase(plan.steps[key])
     applier = Applier(handle)
     if "netns" in kinds:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from labbuilder.compile.kubeproxy.names import nft_port_base
 from labbuilder.compile.nft import listed, parse_listing, parse_transaction
 from labbuilder.compile.ops import Nftables
 from labbuilder.compile.plan import compile_plan
@@ -26,6 +27,7 @@ FILE = str(ROOT / "labs/kthw-nftables.yaml")
 MODEL = resolve_file(FILE, LAB)[1].lab
 PLAN = compile_plan(MODEL)
 NGINX = next(s for s in MODEL.services if s.name == "nginx")
+NGINX_BASE = nft_port_base("default/nginx", "TCP", "")
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +101,19 @@ def test_a_deleted_element_and_a_flushed_chain_are_seen_and_repaired(lab):
 
     diff = labbuilder("diff", lab, check=False)
     assert diff.returncode == 1
-    assert f"worker-0: nftables ip kube-proxy: map service-ips: element {key} : goto service-" in diff.stdout
+    service = f"goto service-{NGINX_BASE}"
+    assert f"worker-0: nftables ip kube-proxy: map service-ips element {key} : {service} missing" in diff.stdout
     assert f"worker-1: nftables ip kube-proxy: chain {endpoint} changed" in diff.stdout
+    stray = "10.32.0.99 . tcp . 80 : goto reject-chain"  # a learner's own element
+    dexec(w1, "nft", "add", "element", "ip", "kube-proxy", "service-ips", f"{{ {stray} }}")
+    assert (
+        f"worker-1: nftables ip kube-proxy: map service-ips element {stray} added"
+        in labbuilder("diff", lab, check=False).stdout
+    )
 
     repaired = labbuilder("reset", lab).stdout
-    assert "worker-0: nftables ip kube-proxy: map service-ips" in repaired and "restored" in repaired
+    assert f"worker-0: nftables ip kube-proxy: map service-ips element {key} : {service} restored" in repaired
+    assert f"worker-1: stray nftables ip kube-proxy: map service-ips element {stray} removed" in repaired
     assert labbuilder("diff", lab).stdout.strip() == f"lab {lab}: pristine"
     for node in ("worker-0", "worker-1"):
         text = dexec(f"{lab}-{node}", "nft", "list", "table", "ip", "kube-proxy")

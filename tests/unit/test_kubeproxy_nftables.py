@@ -11,7 +11,7 @@ import pytest
 from labbuilder.compile.kubeproxy.names import hash_and_truncate, nft_endpoint_base, nft_port_base, split_nft_chain
 from labbuilder.compile.kubeproxy.nftables import NftProxy, kube_proxy_nftables, nodeport_element
 from labbuilder.compile.kubeproxy.nftparse import parse_nft_services
-from labbuilder.compile.nft import canonical, listed, parse_listing, parse_transaction, transaction
+from labbuilder.compile.nft import canonical, differences, listed, parse_listing, parse_transaction, transaction
 from labbuilder.compile.ops import Iptables, Nftables
 from labbuilder.compile.plan import compile_plan
 from labbuilder.errors import SpecError
@@ -343,3 +343,19 @@ def test_external_and_load_balancer_addresses_read_back() -> None:
             want = sorted({*svc.external_ips, *svc.load_balancer_ips})
             got = sorted({*rules[svc.ref].outside_ips, *rules[svc.ref].refused_ips})
             assert got == want, (node.name, svc.ref)
+
+
+def test_differences_name_each_chain_and_element_a_learner_changed() -> None:
+    table = kube_proxy_nftables(OVERALL, NODE)
+    want = listed(table)
+    table.containers["service-ips"].elements.pop(0)  # an element deleted
+    table.element("service-ips", "10.9.9.9 . tcp . 80", "drop")  # one added
+    table.chains["services"].rules.pop()  # a chain changed
+    del table.chains["reject-chain"]  # one deleted
+    assert differences(want, listed(table)) == [
+        ("chain reject-chain", "missing"),
+        ("chain services", "changed"),
+        ("map service-ips element 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80", "missing"),
+        ("map service-ips element 10.9.9.9 . tcp . 80 : drop", "added"),
+    ]
+    assert differences(want, want) == [] and differences(want, None) == [("table", "missing")]
