@@ -103,6 +103,7 @@ def _port(text: str) -> tuple[int, str]:
 
 def _matrix(handle: LabHandle, model: Lab, port: tuple[int, str], expect: bool, group: str, output: str) -> None:
     """`check --matrix`: measure; with --expect, compare with what the policies imply (exit 1 on a difference)."""
+    from labbuilder.compile.cni import mode_for
     from labbuilder.compile.netpol.semantics import expected_matrix
     from labbuilder.errors import LabError
     from labbuilder.observe import checks as grading
@@ -132,6 +133,12 @@ def _matrix(handle: LabHandle, model: Lab, port: tuple[int, str], expect: bool, 
         where = f"{number}/{protocol.lower()}"
         click.echo(side_by_side(measured, wanted, (f"measured ({where})", "expected (NetworkPolicies)")))
         click.echo("\n" + differences_text(measured, wanted))
+        if measured.differences(wanted) and model.network_policies and mode_for(model).hides_pod_sources(model):
+            click.echo(
+                "note: cni.ipMasq masquerades pod traffic between nodes in this CNI mode: a pod on another"
+                " node arrives as its node's address, which no pod or namespace selector matches"
+                " (set cni.ipMasq: false, as a kube-router cluster has it)"
+            )
     if wanted is not None and measured.differences(wanted):
         sys.exit(1)
 

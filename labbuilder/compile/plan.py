@@ -90,7 +90,8 @@ def compile_plan(lab: Lab) -> Plan:
     steps: dict[str, tuple[Op, ...]] = {ROUTER: tuple(router_steps(lab))}
     netpol = kube_router(lab)
     # kube-router's top-level jumps come first in the builtin chains (it inserts them at position
-    # 1), then kube-proxy's tables (none in its nftables mode): computed and formatted once.
+    # 1), then kube-proxy's rules, computed and formatted once (per node only what Local policies
+    # make differ).
     proxy = KubeProxy(lab, first=netpol.shared if netpol else ())
     for node in lab.nodes:
         steps[node.name] = tuple(uplink_steps(lab, node)) + tuple(node_steps(lab, node, proxy, netpol))

@@ -38,8 +38,8 @@ def _batch(tool: str, netns: str | None, lines: list[str]) -> str:
 
 def build_script(key: str, ops: Sequence[Op], rules: bool, ipsets: bool = False, nft: bool = False) -> str:
     """The commands for container `key`'s own operations (those made from another container's
-    side, the uplink veths, are not in it); `ipsets`, `rules`: restore IPSETS_FILE, then
-    RULES_FILE, at the end; `nft`: then load NFT_FILE (kube-proxy's table, one transaction)."""
+    side, the uplink veths, are not in it); at the end, as flagged: restore IPSETS_FILE, then
+    RULES_FILE, then load NFT_FILE (kube-proxy's table, one transaction)."""
     phases = by_phase(op for op in ops if op.ns.container == key)
     lines = ["set -e"]
     lines += [

@@ -78,11 +78,17 @@ def _dispatch(nl: Netlink, op: NetlinkOp) -> None:
             nl.fdb(op)
 
 
-def _rule_files(ops: Sequence[Op]) -> tuple[dict[str, str], dict[str, str]]:
-    """The RULES phase as files: the iptables-restore payload, and kube-proxy's nft -f payload."""
-    rules = [op.payload for op in ops if isinstance(op, Iptables)]
-    nft = [op.payload for op in ops if isinstance(op, Nftables)]
-    return ({RULES_FILE: rules[-1]} if rules else {}), ({NFT_FILE: nft[-1]} if nft else {})
+def _rule_files(phases: dict[Phase, list[Op]]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """The IPSETS and RULES phases as files: kube-router's ipset restore payload, the
+    iptables-restore payload, and kube-proxy's nft -f payload."""
+    sets = [op.payload for op in phases[Phase.IPSETS] if isinstance(op, Ipsets)]
+    rules = [op.payload for op in phases[Phase.RULES] if isinstance(op, Iptables)]
+    nft = [op.payload for op in phases[Phase.RULES] if isinstance(op, Nftables)]
+    return (
+        {IPSETS_FILE: sets[-1]} if sets else {},
+        {RULES_FILE: rules[-1]} if rules else {},
+        {NFT_FILE: nft[-1]} if nft else {},
+    )
 
 
 class Applier:
@@ -116,11 +122,8 @@ class Applier:
         containers make into it (`uplinks`) must be there already."""
         phases = by_phase(ops)
         files = {op.path: op.content for op in phases[Phase.FILES] if isinstance(op, WriteFile)}
-        sets = [op.payload for op in phases[Phase.IPSETS] if isinstance(op, Ipsets)]
-        if sets:
-            files[IPSETS_FILE] = sets[-1]
-        rules, nft = _rule_files(phases[Phase.RULES])
-        files.update(rules | nft)
+        sets, rules, nft = _rule_files(phases)
+        files.update(sets | rules | nft)
         files[BUILD_SCRIPT] = build_script(key, ops, rules=bool(rules), ipsets=bool(sets), nft=bool(nft))
         # One process on this host: the files arrive as a tar on stdin, then the script runs.
         self.lab.run(key, ["sh", "-c", f"tar -x -C / && sh {BUILD_SCRIPT}"], stdin=tar_of(files))
@@ -134,11 +137,8 @@ class Applier:
                 assert isinstance(op, NetlinkOp)
                 apply_netlink(nl, op)
         files = {op.path: op.content for op in phases[Phase.FILES] if isinstance(op, WriteFile)}
-        sets = [op.payload for op in phases[Phase.IPSETS] if isinstance(op, Ipsets)]
-        if sets:
-            files[IPSETS_FILE] = sets[-1]
-        rules, nft = _rule_files(phases[Phase.RULES])
-        files.update(rules | nft)
+        sets, rules, nft = _rule_files(phases)
+        files.update(sets | rules | nft)
         if files:
             self.lab.put_files(key, files)
         if sets:

@@ -103,7 +103,6 @@ def _sections(text: str) -> dict[tuple[str, str], list[str]]:
             "files",
             "ipsets",
             "iptables",
-            "iptables",
             "nftables",
             "processes",
         ):

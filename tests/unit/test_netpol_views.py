@@ -157,3 +157,15 @@ def test_side_by_side_marks_the_cells_that_differ():
 
 def test_the_lab_file_and_its_manifests_resolve_by_name():
     assert resolve_file("netpol")[1].lab.network_policies == NETPOL.network_policies
+
+
+def test_only_the_bridge_plugins_masquerade_hides_pods_on_other_nodes():
+    """What `check --matrix --expect` notes when a policy lab masquerades pod traffic."""
+    from dataclasses import replace
+
+    from labbuilder.compile.cni import mode_for
+
+    for mode, hides in (("bridge", True), ("ptp", False), ("vxlan", False)):
+        lab = replace(NETPOL, cni=replace(NETPOL.cni, mode=mode, ip_masq=True))
+        assert mode_for(lab).hides_pod_sources(lab) is hides, mode
+    assert not mode_for(NETPOL).hides_pod_sources(NETPOL), "the shipped lab keeps pod addresses"

@@ -7,7 +7,7 @@ table `ip kube-proxy` in one `nft -f`. Nothing outside this module asks `proxy_m
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 from labbuilder.compile.kubeproxy.nftables import NftProxy
 from labbuilder.compile.kubeproxy.rules import kube_proxy_tables, per_node
@@ -19,28 +19,29 @@ from labbuilder.spec.model import Lab, Node
 class KubeProxy:
     """Computed once per plan: kube-proxy's rules are the same on every node but for a detail."""
 
-    def __init__(self, lab: Lab, first: Iterable[Table] = ()):
-        """`first`: tables whose rules go ahead of kube-proxy's in the same iptables-restore
-        (kube-router's jumps, which it inserts at position 1 of the builtin chains)."""
+    def __init__(self, lab: Lab, first: Sequence[Table] = ()):
+        """`first`: iptables rules that go before kube-proxy's on every node (kube-router's jumps)."""
         self.mode = lab.proxy_mode
         self.lab = lab
         self.first = list(first)
         self.nft: NftProxy | None = NftProxy(lab) if self.mode == "nftables" else None
-        # iptables mode: the same tables on every node unless a Local policy makes them differ
-        shared = self.nft is None and not per_node(lab)
-        self.restore: Restore = Restore([*self.first, *(kube_proxy_tables(lab) if shared else ())])
+        # the same iptables tables on every node unless a Local policy makes them differ
+        shared = self.nft is not None or not per_node(lab)
+        self.restore: Restore | None = Restore(self._tables()) if shared else None
 
-    def _restore(self, node: Node) -> Restore:
-        """kube-proxy's iptables tables on `node` (none in nftables mode), after `first`."""
-        if self.nft is not None or not per_node(self.lab):
-            return self.restore
-        return Restore([*self.first, *kube_proxy_tables(self.lab, node)])
+    def _tables(self, node: Node | None = None) -> list[Table]:
+        """kube-proxy's iptables tables (none in nftables mode), after `first`."""
+        if self.nft is not None:
+            return self.first
+        return [*self.first, *kube_proxy_tables(self.lab, node)]
 
-    def ops(self, node: Node, cni: list[Table]) -> list[Op]:
+    def ops(self, node: Node, own: list[Table]) -> list[Op]:
         """A node's rules: one iptables-restore (kube-proxy's tables first, as kube-proxy prepends
-        its jumps, then the CNI mode's), and in nftables mode kube-proxy's own table."""
+        its jumps, then the node's own: the CNI mode's, kube-router's pod firewalls), and in
+        nftables mode kube-proxy's own table."""
         ns = Ns(node.name)
-        ops: list[Op] = [Iptables(ns, self._restore(node).render(cni))]
+        restore = self.restore or Restore(self._tables(node))
+        ops: list[Op] = [Iptables(ns, restore.render(own))]
         if self.nft is not None:
             ops.append(Nftables(ns, self.nft.table.family, self.nft.table.name, self.nft.payload(node)))
         return ops
