@@ -502,6 +502,16 @@ def notes(lab: Lab, trace: Trace) -> list[str]:
     return found
 
 
+def _marks_matched(rule: str) -> bool:
+    """The rule sets kube-router's 0x10000 mark: as iptables-save writes it, or as `nft monitor
+    trace` shows the same iptables-nft rule (kube-proxy in nftables mode)."""
+    return f"--set-xmark {netpol.MARK_MATCHED}" in rule or rule.rstrip().endswith("meta mark set mark or 0x10000")
+
+
+def _rejects(rule: str) -> bool:
+    return "-j REJECT" in rule or rule.rstrip().endswith(" reject")
+
+
 def policy_notes(lab: Lab, hops: list[Hop]) -> list[str]:
     """What kube-router's chains decided: the policy rule that marked the packet (0x10000), the
     default chain that let an unisolated pod's traffic through, or the REJECT of a pod firewall."""
@@ -513,19 +523,19 @@ def policy_notes(lab: Lab, hops: list[Hop]) -> list[str]:
     for hop in hops:
         firewall = ""
         for hit in hop.rules("filter"):
-            if hit.chain in pods and hit.verdict.startswith("JUMP:"):
+            if hit.chain in pods:  # inside a pod's firewall: the policies it runs through come next
                 firewall = hit.chain
-            if hit.chain in policies and f"--set-xmark {netpol.MARK_MATCHED}" in hit.rule:
+            if hit.chain in policies and _marks_matched(hit.rule):
                 found.append(
                     f"{hop.place.label}: policy {policies[hit.chain]} allows it ({hit.chain}, "
                     f"pod firewall {firewall} of {pods.get(firewall, '?')}): {hit.rule}"
                 )
-            elif hit.chain == netpol.DEFAULT and f"--set-xmark {netpol.MARK_MATCHED}" in hit.rule:
+            elif hit.chain == netpol.DEFAULT and _marks_matched(hit.rule):
                 found.append(
                     f"{hop.place.label}: no policy isolates {pods.get(firewall, '?')} this way: "
                     f"{netpol.DEFAULT} lets it through ({firewall})"
                 )
-            elif hit.chain in pods and "-j REJECT" in hit.rule:
+            elif hit.chain in pods and _rejects(hit.rule):
                 found.append(
                     f"{hop.place.label}: kube-router REJECTs it in {hit.chain}, the firewall of {pods[hit.chain]}: "
                     "no policy rule marked it 0x10000 (an NFLOG copy went to group 100)"

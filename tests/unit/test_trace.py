@@ -107,6 +107,19 @@ def test_policy_notes_name_the_policy_rule_and_the_reject():
     hop.visits[0].hits[1:] = [reject]
     assert "kube-router REJECTs it" in policy_notes(lab, [hop])[0]
     assert policy_notes(replace(lab, network_policies=()), [hop]) == []
+    # With kube-proxy in nftables mode, `nft monitor trace` shows the same iptables-nft rules in nft's words.
+    nft_mark = "meta l4proto tcp  xt match set xt match set tcp dport 80 counter packets 0 bytes 0"
+    nft_mark += " meta mark set mark or 0x10000"
+    nft_reject = "meta mark & 0x00010000 != 0x00010000 counter packets 0 bytes 0 reject"
+    hop.visits[0].hits[1:] = [
+        Hit("filter", fw, "jump", f"ip daddr {xb.ip} jump {policy}"),
+        Hit("filter", policy, "", nft_mark),
+    ]
+    assert policy_notes(lab, [hop])[0].startswith(
+        f"node worker-1: policy x/allow-y-to-b allows it ({policy}, pod firewall {fw}"
+    )
+    hop.visits[0].hits[1:] = [Hit("filter", fw, "drop", nft_reject)]
+    assert "kube-router REJECTs it in " + fw in policy_notes(lab, [hop])[0]
 
 
 # A pod on worker-0 curls a ClusterIP in kube-proxy's nftables mode: what `nft monitor trace`
