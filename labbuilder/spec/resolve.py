@@ -781,8 +781,14 @@ class _Resolver:
                     (*path, "ports", j, "nodePort"), f"nodePort given on a {stype} service", "set type: NodePort"
                 )
         self.check_ports(path, ports)
+        # A Service selects pods of its own namespace only (the endpoints controller lists them there).
+        namespace = s.get("namespace", "default")
         matching = sorted(
-            (p for p in pods if selector and all(p.labels.get(k) == v for k, v in selector.items())),
+            (
+                p
+                for p in pods
+                if selector and p.namespace == namespace and all(p.labels.get(k) == v for k, v in selector.items())
+            ),
             key=lambda pod: pod.ip,
         )
         if selector and not matching:
