@@ -14,9 +14,9 @@ from functools import cached_property
 
 from labbuilder.compile import announce, kubelet, pki
 from labbuilder.compile.cni import mode_for
-from labbuilder.compile.kubeproxy import kube_proxy_tables, per_node
-from labbuilder.compile.netfilter import Restore
-from labbuilder.compile.ops import ROUTER, Address, Bridge, Iptables, LinkUp, Master, Ns, Op, Route, Veth
+from labbuilder.compile.kubeproxy.mode import KubeProxy
+from labbuilder.compile.netpol.kube_router import KubeRouter, kube_router
+from labbuilder.compile.ops import ROUTER, Address, Bridge, Ipsets, LinkUp, Master, Ns, Op, Route, Veth
 from labbuilder.spec.addressing import hashed_mac, node_mac
 from labbuilder.spec.model import Lab, Node
 
@@ -88,21 +88,28 @@ def compile_plan(lab: Lab) -> Plan:
         ContainerSpec(n.name, lab.container_name(n.name), n.name, n.role, dict(_NODE_SYSCTLS)) for n in lab.nodes
     )
     steps: dict[str, tuple[Op, ...]] = {ROUTER: tuple(router_steps(lab))}
-    shared = None if per_node(lab) else Restore(kube_proxy_tables(lab))  # computed and formatted once
+    netpol = kube_router(lab)
+    # kube-router's top-level jumps come first in the builtin chains (it inserts them at position
+    # 1), then kube-proxy's rules, computed and formatted once (per node only what Local policies
+    # make differ).
+    proxy = KubeProxy(lab, first=netpol.shared if netpol else ())
     for node in lab.nodes:
-        proxy = shared or Restore(kube_proxy_tables(lab, node))  # Local policies: each node its own
-        steps[node.name] = tuple(uplink_steps(lab, node)) + tuple(node_steps(lab, node, proxy))
+        steps[node.name] = tuple(uplink_steps(lab, node)) + tuple(node_steps(lab, node, proxy, netpol))
     return Plan(lab, (router, *nodes), steps)
 
 
-def node_steps(lab: Lab, node: Node, proxy: Restore) -> list[Op]:
-    """What the CNI mode, kube-proxy (its tables, `proxy`) and the kubelet make on a node."""
+def node_steps(lab: Lab, node: Node, proxy: KubeProxy, netpol: KubeRouter | None = None) -> list[Op]:
+    """What the CNI mode, kube-proxy (its rules, `proxy`), kube-router's network-policy
+    controller (`netpol`, when the lab has policies) and the kubelet make on a node."""
     mode = mode_for(lab)
     # kube-proxy's rules come first: its POSTROUTING jump (hairpin masquerade) must run before the
-    # CNI plugin's ACCEPTs, as kube-proxy prepends it.
+    # CNI plugin's ACCEPTs, as kube-proxy prepends it. kube-router's pod firewalls are the node's own.
+    own = [*mode.masquerade(lab, node), *(netpol.node_tables(node) if netpol else ())]
+    sets = [Ipsets(Ns(node.name), netpol.restore)] if netpol and netpol.ipsets else []
     return [
         *mode.links(lab, node),
-        Iptables(Ns(node.name), proxy.render(mode.masquerade(lab, node))),
+        *sets,
+        *proxy.ops(node, own),
         *pki.node_files(lab, node.name),
         *kubelet.resolv_files(lab, node),
         *kubelet.pod_processes(lab, node),

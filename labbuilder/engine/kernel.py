@@ -9,5 +9,6 @@ from labbuilder.spec.model import HostKernel
 
 
 def host_kernel(proc: Path = Path("/proc")) -> HostKernel:
-    """The host's facts; `/proc/net/sctp` exists once the sctp module is loaded."""
-    return HostKernel(sctp=(proc / "net" / "sctp").exists())
+    """The host's facts; `/proc/net/sctp` exists once the sctp module is loaded, `/proc/net/ip_vs`
+    once IPVS is (these machines' kernels have none)."""
+    return HostKernel(sctp=(proc / "net" / "sctp").exists(), ipvs=(proc / "net" / "ip_vs").exists())

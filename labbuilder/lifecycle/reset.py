@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from labbuilder.compile.ops import Iptables, Ns, Op, Phase, Process, Route, WriteFile, by_phase
-from labbuilder.compile.paths import RULES_FILE, SPEC_COPY
+from labbuilder.compile.ops import Ipsets, Iptables, Nftables, Ns, Op, Phase, Process, Route, WriteFile, by_phase
+from labbuilder.compile.paths import IPSETS_FILE, NFT_FILE, RULES_FILE, SPEC_COPY
 from labbuilder.compile.plan import Plan, compile_plan
 from labbuilder.engine.apply import Applier, NetlinkOp, apply_netlink
 from labbuilder.engine.netlink import Netlink
@@ -69,7 +69,7 @@ def repair(handle: LabHandle, plan: Plan, differences: list[Difference]) -> None
     for d in differences:
         by_key.setdefault(d.owner or d.key, []).append(d)
     for d in differences:  # strays first: a stray address can shadow a planned one
-        if d.change == "added":
+        if d.change == "added" and d.kind != "nftables":  # a table's strays go with the table's reload
             _remove(handle, d)
     desired = desired_state(plan)  # once for every container's restore
     if ROUTER in by_key:  # its bridge holds the other ends of the nodes' uplinks: first, as in `up`
@@ -83,6 +83,10 @@ def _remove(handle: LabHandle, d: Difference) -> None:
     """Delete one stray thing with the `ip` command a person would type in that namespace."""
     if d.kind == "netns":
         handle.run(d.key, ["ip", "netns", "del", str(d.remove[0])])
+        return
+    if d.kind == "ipset":  # a member a learner added to one of kube-router's sets
+        name, member = (str(x) for x in d.remove)
+        handle.run(d.key, ["ipset", "del", name, member.removeprefix("!")])
         return
     assert d.ns is not None
     where = ["-n", d.ns.netns] if d.ns.netns else []
@@ -100,7 +104,7 @@ def _remove(handle: LabHandle, d: Difference) -> None:
 def _restore(
     handle: LabHandle, plan: Plan, desired: dict[Ns, NsDesired], key: str, differences: list[Difference]
 ) -> None:
-    kinds = {d.kind for d in differences if d.change != "added"}
+    kinds = {d.kind for d in differences if d.change != "added" or d.kind == "nftables"}
     phases = by_phase(plan.steps[key])
     applier = Applier(handle)
     if "netns" in kinds:
@@ -109,10 +113,19 @@ def _restore(
         _restore_links(handle, plan, desired, key, phases)
     if "file" in kinds:
         handle.put_files(key, {op.path: op.content for op in phases[Phase.FILES] if isinstance(op, WriteFile)})
+    if kinds & {"ipset", "iptables"}:  # a set the rules match on must exist before them
+        sets = [op for op in phases[Phase.IPSETS] if isinstance(op, Ipsets)]
+        if sets:
+            handle.put_files(key, {IPSETS_FILE: sets[-1].payload})
+            applier.restore_ipsets(key)
     if "iptables" in kinds:
         rules = [op for op in phases[Phase.RULES] if isinstance(op, Iptables)]
         handle.put_files(key, {RULES_FILE: rules[-1].payload})
         applier.restore_rules(key)
+    if "nftables" in kinds:  # the whole table again, atomically: one nft -f
+        tables = [op for op in phases[Phase.RULES] if isinstance(op, Nftables)]
+        handle.put_files(key, {NFT_FILE: tables[-1].payload})
+        applier.load_nftables(key)
     if "process" in kinds:
         applier.start_processes(key, [op for op in phases[Phase.PROCESSES] if isinstance(op, Process)])
 

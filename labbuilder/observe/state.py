@@ -3,7 +3,8 @@
 Per container, ONE short process entered into its namespaces prints everything: the pod
 namespaces alive, every planned namespace's links, addresses and routes as `ip -j` JSON
 (iproute2's own structure, read with json.loads), the checksums of the files the plan writes,
-`iptables-save`, and which planned processes are alive. Reading changes nothing.
+`ipset save` (kube-router's sets), `iptables-save`, `nft list table` of kube-proxy's table in
+nftables mode, and which planned processes are alive. Reading changes nothing.
 
 It starts as few processes as it can, since each costs milliseconds on a busy host: one `stat`
 finds the live namespaces, and one `ip -batch` per namespace prints its links, addresses and
@@ -20,7 +21,7 @@ from ipaddress import IPv4Network
 from typing import Any
 
 from labbuilder.compile.kubelet import ALIVE_SH
-from labbuilder.compile.ops import Iptables, Ns, Op, Process, WriteFile
+from labbuilder.compile.ops import Ipsets, Iptables, Nftables, Ns, Op, Process, WriteFile
 from labbuilder.compile.paths import pidfile
 from labbuilder.compile.plan import Plan
 from labbuilder.engine.runtime import LabHandle, in_threads
@@ -50,6 +51,8 @@ class ContainerObserved:
     netns: frozenset[str] = frozenset()
     files: dict[str, str | None] = field(default_factory=dict)  # path -> sha256, None when absent
     iptables: str | None = None  # iptables-save, when the plan has rules here
+    ipsets: str | None = None  # ipset save, when the plan has sets here
+    nftables: str | None = None  # `nft list table` of the plan's nftables table (kube-proxy's), when it has one
     processes: dict[str, bool] = field(default_factory=dict)  # planned process -> alive
     namespaces: dict[Ns, NsObserved] = field(default_factory=dict)
 
@@ -78,8 +81,12 @@ def state_script(ops: list[Op], namespaces: list[Ns]) -> str:
             lines.append("echo '@ns -'; reads")
     if files:
         lines += ["echo @files", f"sha256sum {shlex.join(files)}"]
+    if any(isinstance(op, Ipsets) for op in ops):
+        lines += ["echo @ipsets", "ipset save"]
     if any(isinstance(op, Iptables) for op in ops):
         lines += ["echo @iptables", "iptables-save"]
+    for op in (op for op in ops if isinstance(op, Nftables)):
+        lines += ["echo @nftables", f"nft list table {op.family} {shlex.quote(op.table)}"]
     if names:
         lines += [ALIVE_SH, "echo @processes"]
         lines += [f'if alive {shlex.quote(pidfile(n))}; then echo "up {n}"; else echo "down {n}"; fi' for n in names]
@@ -91,7 +98,7 @@ def _sections(text: str) -> dict[tuple[str, str], list[str]]:
     current: list[str] = []
     for line in text.splitlines():
         head, _, rest = line.partition(" ")
-        if line.startswith("@") and head[1:] in ("netns", "ns", "files", "iptables", "processes"):
+        if line.startswith("@") and head[1:] in ("netns", "ns", "files", "ipsets", "iptables", "nftables", "processes"):
             current = found.setdefault((head[1:], rest.strip()), [])
         else:
             current.append(line)
@@ -167,6 +174,10 @@ def parse_state(key: str, text: str, ops: list[Op], namespaces: list[Ns]) -> Con
     observed.files = {op.path: sums.get(op.path) for op in ops if isinstance(op, WriteFile)}
     if ("iptables", "") in sections:
         observed.iptables = "\n".join(sections[("iptables", "")]) + "\n"
+    if ("ipsets", "") in sections:
+        observed.ipsets = "\n".join(sections[("ipsets", "")]) + "\n"
+    if ("nftables", "") in sections:
+        observed.nftables = "\n".join(sections[("nftables", "")]) + "\n"
     observed.processes = {
         words[1]: words[0] == "up"
         for words in (line.split(None, 1) for line in sections.get(("processes", ""), []))

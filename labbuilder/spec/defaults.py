@@ -33,7 +33,7 @@ DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
             "mtu": 1500,
             "hairpinMode": True,
         },
-        "kubeProxy": {"style": "current"},
+        "kubeProxy": {"style": "current", "mode": "iptables"},
         "nodes.*": {"role": "worker"},
         "workloads.*": {"namespace": "default", "replicas": 1},
         "workloads.*.ports.*": {"protocol": "TCP"},
@@ -46,8 +46,12 @@ DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
             "internalTrafficPolicy": "Cluster",
         },
         "services.*.ports.*": {"protocol": "TCP"},
+        "networkPolicies.*": {"namespace": "default"},
+        "networkPolicies.*.ingress.*.ports.*": {"protocol": "TCP"},
+        "networkPolicies.*.egress.*.ports.*": {"protocol": "TCP"},
         "checks.*": {"expect": "reach"},
         "checks.*.http": {"path": "/", "status": 200},
+        "checks.*.matrix": {"port": 80, "protocol": "tcp", "group": "pods"},
     }
 )
 

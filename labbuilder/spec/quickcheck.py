@@ -42,9 +42,14 @@ _TYPES: dict[str, Callable[[Any], bool]] = {
 
 
 def _equal(one: Any, two: Any) -> bool:
-    """jsonschema's `equal` for scalars: strings by value, booleans never equal to numbers."""
+    """jsonschema's `equal`: strings by value, lists item by item, mappings key by key, and
+    booleans never equal to numbers (True is not 1)."""
+    if isinstance(one, list) and isinstance(two, list):
+        return len(one) == len(two) and all(_equal(a, b) for a, b in zip(one, two, strict=True))
+    if isinstance(one, dict) and isinstance(two, dict):
+        return one.keys() == two.keys() and all(_equal(one[key], two[key]) for key in one)
     if isinstance(one, list | dict) or isinstance(two, list | dict):
-        raise _Unsure
+        return False
     if isinstance(one, bool) or isinstance(two, bool):
         return isinstance(one, bool) and isinstance(two, bool) and one == two
     if isinstance(one, str) or isinstance(two, str):
@@ -94,10 +99,13 @@ class QuickCheck:
             return bool(value >= rule) if key == "minimum" else bool(value <= rule)
         if key == "pattern":
             return not isinstance(value, str) or self.matches(rule, value)
-        if key in ("minItems", "maxItems"):
-            if not isinstance(value, list):
-                return True
-            return len(value) >= rule if key == "minItems" else len(value) <= rule
+        if key in ("minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties"):
+            return self._size(key, rule, value)
+        if key == "if":  # `then` and `else` are read here, as jsonschema's `if` reads them
+            branch = "then" if self._valid(value, rule) else "else"
+            return branch not in schema or self._valid(value, schema[branch])
+        if key in ("then", "else"):
+            return True
         if key == "items":
             if isinstance(rule, list) or "prefixItems" in schema:
                 raise _Unsure
@@ -113,6 +121,15 @@ class QuickCheck:
                 return True  # object keywords say nothing about other values
             raise _Unsure
         return self._object_keyword(key, rule, value, schema)
+
+    def _size(self, key: str, rule: Any, value: Any) -> bool:
+        """min/max Items (lists), Length (strings, in code points as len counts), Properties (objects)."""
+        applies = {"Items": list, "Length": str, "Properties": dict}[key.removeprefix("min").removeprefix("max")]
+        if not isinstance(rule, int) or isinstance(rule, bool):
+            raise _Unsure
+        if not isinstance(value, applies):
+            return True
+        return len(value) >= rule if key.startswith("min") else len(value) <= rule
 
     def _object_keyword(self, key: str, rule: Any, value: dict[str, Any], schema: dict[str, Any]) -> bool:
         if key == "properties":

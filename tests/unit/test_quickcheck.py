@@ -99,7 +99,8 @@ def test_every_shipped_lab_takes_the_quick_path() -> None:
 def test_an_unknown_keyword_is_not_judged() -> None:
     assert QuickCheck({"type": "object"}, loader.matches).valid({"a": 1})
     assert not QuickCheck({"type": "object", "dependentRequired": {"a": ["b"]}}, loader.matches).valid({"a": 1})
-    assert not QuickCheck({"enum": [[1]]}, loader.matches).valid([1])  # lists compared as jsonschema does: not here
+    assert not QuickCheck({"enum": [[1]]}, loader.matches).valid([True])  # True is not 1, in lists too
+    assert QuickCheck({"enum": [[1, {"a": "b"}]]}, loader.matches).valid([1.0, {"a": "b"}])
 
 
 def test_a_valid_file_is_loaded_without_jsonschema() -> None:
@@ -110,3 +111,33 @@ def test_a_valid_file_is_loaded_without_jsonschema() -> None:
     code = "import sys; from labbuilder.spec.load import load; load(sys.argv[1]); print('jsonschema' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code, str(LABS / "kthw.yaml")], capture_output=True, text=True)
     assert run.stdout.strip() == "False", run.stderr
+
+
+KEYWORD_SCHEMAS: list[dict[str, Any]] = [
+    {"type": "string", "maxLength": 2},
+    {"minLength": 1},
+    {"type": "object", "maxProperties": 1},
+    {"minProperties": 1},
+    {"type": "array", "minItems": 1, "maxItems": 2, "items": {"type": "integer", "minimum": 0, "maximum": 3}},
+    {"if": {"properties": {"mode": {"const": "a"}}}, "then": {"required": ["x"]}, "else": {"required": ["y"]}},
+    {"if": {"type": "string"}, "then": {"pattern": "^[a-z]+$"}},
+    {"then": {"required": ["x"]}},  # without `if`, `then` says nothing
+    {"oneOf": [{"type": "integer"}, {"type": "number"}]},
+    {"not": {"enum": [1, "a", None]}},
+    {"enum": [[1], {"x": 1}, [True]]},
+    {"type": ["string", "null"], "enum": ["a", None, True]},
+    {"propertyNames": {"pattern": "^[a-z]$"}, "additionalProperties": {"type": "boolean"}},
+    {"anyOf": [{"required": ["x"]}, {"properties": {"y": {"const": 1}}, "required": ["y"]}]},
+]
+KEYWORD_VALUES: list[Any] = [
+    None, True, 0, 1, 1.0, 2.5, 4, -1, "", "a", "ab", "abc", "A", [], [1], [1, 2], [1, 2, 3], [5], [True],
+    {}, {"x": 1}, {"y": 1}, {"y": True}, {"mode": "a"}, {"mode": "a", "x": 1}, {"mode": "b", "y": 1},
+    {"a": True, "b": False}, {"A": True}, {"ab": 1},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("schema", KEYWORD_SCHEMAS, ids=lambda s: ",".join(s))
+def test_each_keyword_as_jsonschema_reads_it(schema: dict[str, Any]) -> None:
+    checker = QuickCheck(schema, loader.matches)
+    for value in KEYWORD_VALUES:
+        assert checker.valid(value) == _jsonschema_says(schema, value), value
