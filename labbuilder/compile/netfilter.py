@@ -103,12 +103,12 @@ class _Formatted:
             + "".join(f":{chain} - [0:0]\n" for chain in self.user)
         )
         self.builtin_rules = {chain: _rules(chain, table.chains.get(chain, [])) for chain in self.builtins}
-        self.ends: dict[str, int] = {}
+        self.ends: dict[str, tuple[int, int]] = {}  # chain -> (its place, where its rules end)
         bodies, offset = [], 0
-        for chain in self.user:
+        for place, chain in enumerate(self.user):
             bodies.append(_rules(chain, table.chains[chain]))
             offset += len(bodies[-1])
-            self.ends[chain] = offset
+            self.ends[chain] = (place, offset)  # chains without rules end where the one before does
         self.user_rules = "".join(bodies)
 
     def render(self, extra: Table) -> str:
@@ -120,7 +120,7 @@ class _Formatted:
             if own.get(chain):
                 out.append(_rules(chain, own[chain]))
         start = 0
-        for end, chain in sorted((self.ends[c], c) for c in own if c in self.ends and own[c]):
+        for (_, end), chain in sorted((self.ends[c], c) for c in own if c in self.ends and own[c]):
             out += [self.user_rules[start:end], _rules(chain, own[chain])]
             start = end
         out.append(self.user_rules[start:] if start else self.user_rules)

@@ -16,6 +16,9 @@ from labbuilder.compile.netfilter import (
     render_restore,
     render_simple,
 )
+from labbuilder.compile.plan import compile_plan
+from labbuilder.spec.lab_file import resolve_file
+from tests.conftest import LABS
 
 
 def test_table_declares_once_and_keeps_order() -> None:
@@ -167,9 +170,27 @@ def test_restore_splices_each_nodes_rules_as_the_plain_rendering_would() -> None
     payload rendered chain by chain from all tables: own rules in builtin chains, in shared user
     chains, in chains of their own, tables only the node has, empty declarations."""
     rng = random.Random(10)
-    for _ in range(2000):
+    for _ in range(3000):
         shared = _random_tables(rng, ["nat", "filter"], ["KUBE-A", "KUBE-B", "KUBE-C"])
-        own = _random_tables(rng, ["nat", "filter"], ["KUBE-B", "CNI-1", "CNI-2"])
+        own = _random_tables(rng, ["nat", "filter"], ["KUBE-C", "KUBE-B", "KUBE-A", "CNI-1", "CNI-2"])
         restore = Restore(shared)
         assert restore.render(own) == render_simple([*shared, *own])
         assert restore.render() == render_simple(shared) == render_restore(shared)
+
+
+@pytest.mark.parametrize("path", sorted(LABS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_labs_payloads_equal_the_plain_rendering(path, monkeypatch) -> None:
+    """In real plans too (kube-router's chains shared and extended per node, Local policies,
+    nftables mode): each node's payload is what the chain-by-chain rendering gives."""
+    fast, payloads = Restore.render, []
+
+    def checked(self: Restore, own=()) -> str:
+        own = list(own)
+        payload = fast(self, own)
+        assert payload == render_simple([*self.shared.values(), *own])
+        payloads.append(payload)
+        return payload
+
+    monkeypatch.setattr(Restore, "render", checked)
+    compile_plan(resolve_file(str(path), "payloads")[1].lab)
+    assert payloads
