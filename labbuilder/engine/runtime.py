@@ -199,7 +199,7 @@ def connect(endpoint: Endpoint | None = None) -> docker.DockerClient:
             client.api.trust_env = False
             client.api._version = str(client.api.version(api_version=False)["ApiVersion"])
         client.ping()
-    except docker.errors.DockerException as err:
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
         hint = (
             "start it with `bash scripts/ensure-docker.sh` (installs and starts dockerd)"
             if where.name == LOCAL and not where.remote
