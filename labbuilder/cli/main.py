@@ -16,6 +16,13 @@ def _debug(ctx: click.Context, _: click.Parameter, value: bool) -> None:
         os.environ["LABBUILDER_DEBUG"] = "1"
 
 
+def _where() -> str:
+    """ "this host", or "engine NAME" when --context chose another engine."""
+    from labbuilder.engine.runtime import Engine
+
+    return Engine().where
+
+
 def _context(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
     # Every command makes its Engine() late; the choice reaches them all through the environment.
     if value:
@@ -243,7 +250,8 @@ def status(lab: str | None) -> None:
 
     labs = lifecycle.status(lab)
     if not labs:
-        console.print(f"no lab named {lab} on this host" if lab else "no labs on this host")
+        where = _where()
+        console.print(f"no lab named {lab} on {where}" if lab else f"no labs on {where}")
         if lab:
             sys.exit(1)
         return
@@ -264,7 +272,7 @@ def list_labs() -> None:
 
     labs = lifecycle.status()
     if not labs:
-        console.print("no labs on this host")
+        console.print(f"no labs on {_where()}")
         return
     console.print(labs_table(labs))
 

@@ -108,6 +108,12 @@ class Endpoint:
     name: str  # the context's name; LOCAL for the default engine
     base_url: str  # unix:///var/run/docker.sock, tcp://host:2376, ssh://user@host
     tls: object = None  # docker.tls.TLSConfig from the context, when it has certificates
+    from_context: bool = False  # named by a Docker context (not DOCKER_HOST, not the default)
+
+    @property
+    def cli_args(self) -> list[str]:
+        """What makes the docker CLI talk to this engine too (DOCKER_HOST reaches it by itself)."""
+        return ["--context", self.name] if self.from_context else []
 
     @property
     def remote(self) -> bool:
@@ -158,7 +164,7 @@ def read_context(name: str, environ: Mapping[str, str]) -> Endpoint | None:
             ca_cert=str(tls_dir / "ca.pem"),
             verify=not endpoint.get("SkipTLSVerify", False),
         )
-    return Endpoint(name, str(endpoint["Host"]), tls)
+    return Endpoint(name, str(endpoint["Host"]), tls, from_context=True)
 
 
 def resolve_endpoint(context: str | None = None, environ: Mapping[str, str] | None = None) -> Endpoint:

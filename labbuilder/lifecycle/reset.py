@@ -139,7 +139,7 @@ def target(
     engine restart) is started to read the copy, unless `wake` is off (diff only reads)."""
     handle = engine.lab(name)
     if not handle.exists():
-        raise LabError(f"no lab named {name} on this host", hint="`labbuilder ls` lists the labs")
+        raise LabError(f"no lab named {name} on {engine.where}", hint="`labbuilder ls` lists the labs")
     if lab_file:
         spec, resolved = resolve_file(lab_file, name)
         return handle, compile_plan(resolved.lab), spec_text(spec)

@@ -68,6 +68,10 @@ def test_a_context_with_tls_carries_the_context_s_certificates_verified(config):
     assert tls.cert == (str(folder / "cert.pem"), str(folder / "key.pem"))  # type: ignore[attr-defined]
     assert tls.verify is True  # type: ignore[attr-defined]
     assert resolve_endpoint("plain", env(config)).tls is None
+    # `labbuilder exec` hands over to the docker CLI: it must reach the same engine
+    assert endpoint.cli_args == ["--context", "second"]
+    assert resolve_endpoint(None, env(config)).cli_args == []
+    assert resolve_endpoint(None, env(config, DOCKER_HOST="tcp://x:1")).cli_args == []  # the CLI reads it too
 
 
 def test_tcp_and_ssh_are_remote_a_unix_socket_is_this_host(config):
