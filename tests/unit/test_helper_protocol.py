@@ -11,7 +11,9 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
+import docker.errors
 import pytest
 
 from labbuilder.compile.ops import Address, Bridge, Fdb, Hairpin, LinkUp, Master, Neighbour, Ns, Route, Veth, Vxlan
@@ -19,6 +21,7 @@ from labbuilder.engine import helper
 from labbuilder.engine.hostexec import (
     ARG_LIMIT,
     HELPER_ROOT,
+    HelperExec,
     LocalExec,
     helper_command,
     helper_payload,
@@ -138,3 +141,30 @@ def test_the_payload_runs_in_a_bare_python(tmp_path: Path):
     )
     assert modules.returncode == 0, modules.stderr
     assert not {"docker", "yaml", "click", "requests", "jsonschema"} & set(json.loads(modules.stdout))
+
+
+class FakeContainer:
+    """A helper that answers with the real `serve`, or is gone (409) as a helper past its TTL is."""
+
+    def __init__(self, gone: bool = False):
+        self.gone = gone
+        self.calls = 0
+
+    def exec_run(self, argv, demux):
+        self.calls += 1
+        if self.gone:
+            conflict = SimpleNamespace(status_code=409, reason="Conflict", url="/exec")
+            raise docker.errors.APIError("container is not running", response=conflict)  # type: ignore[arg-type]
+        request = base64.b64decode(argv[-1])
+        return 0, (helper.serve(request), b"")
+
+
+def test_a_helper_that_went_away_is_replaced_once(monkeypatch):
+    started = [FakeContainer(gone=True), FakeContainer()]
+    remote = HelperExec(engine=SimpleNamespace(name="second"))  # type: ignore[arg-type]
+    monkeypatch.setattr(remote, "_start", lambda: started[len([c for c in started if c.calls])])
+    monkeypatch.setattr("atexit.register", lambda f: None)
+    assert remote.run(["echo", "again"]) == (0, "again\n")
+    assert [c.calls for c in started] == [1, 1]
+    assert remote.run(["true"]) == (0, "")  # the new helper stays
+    assert [c.calls for c in started] == [1, 2]
