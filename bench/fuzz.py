@@ -80,7 +80,7 @@ def _parse(text: str) -> Any:
     """A shipped lab as labbuilder reads it: `on:` is a key named "on", where yaml.safe_load makes it True."""
     from labbuilder.spec.load import load_text
 
-    return copy.deepcopy(load_text(text, "base.yaml").data)
+    return copy.deepcopy(load_text(text, "base.yaml", base=ROOT / "labs").data)  # manifests beside the shipped labs
 
 
 def _paths(data: Any, here: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -312,7 +312,7 @@ def run_one(data: bytes, file: str = "fuzz.yaml", timeout: float = 0) -> Outcome
         signal.setitimer(signal.ITIMER_REAL, timeout)
     stage = "load"
     try:
-        spec = load_bytes(data, file)
+        spec = load_bytes(data, file, base=ROOT / "labs")  # a mutant of a shipped lab reads its manifests there
         stage = "resolve"
         compile_plan(build_model(spec).lab)
         outcome = Outcome("ok")

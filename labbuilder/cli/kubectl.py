@@ -43,7 +43,13 @@ def print_objects(output: str, objects: list[dict[str, Any]], single: bool) -> N
     elif output == "yaml":
         emit(yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip())
     else:  # name
-        kind = {"Node": "node", "Pod": "pod", "Service": "service", "Endpoints": "endpoints"}
+        kind = {
+            "Node": "node",
+            "Pod": "pod",
+            "Service": "service",
+            "Endpoints": "endpoints",
+            "NetworkPolicy": "networkpolicy.networking.k8s.io",
+        }
         for obj in objects:
             emit(f"{kind[obj['kind']]}/{obj['metadata']['name']}")
 
@@ -84,6 +90,8 @@ class _Resources(click.Group):
         "service": "services",
         "ep": "endpoints",
         "endpoint": "endpoints",
+        "netpol": "networkpolicies",
+        "networkpolicy": "networkpolicies",
     }
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
@@ -98,12 +106,13 @@ class _Resources(click.Group):
 
 @click.group(cls=_Resources)
 def get() -> None:
-    """Show the nodes, pods, services or endpoints of a running lab, with kubectl's columns.
+    """Show the nodes, pods, services, endpoints or networkpolicies of a running lab, with kubectl's columns.
 
     Everything is read back from the lab itself, not from its file: node addresses from eth0
     in each node, pod addresses and readiness from each pod's netns and processes, services
-    and endpoints from kube-proxy's rules in a node's iptables-save. Break something inside
-    the lab and `get` shows it.
+    and endpoints from kube-proxy's rules in a node's iptables-save, network policies from the
+    lab's own copy of its file (what an apiserver stores). Break something inside the lab and
+    `get` shows it.
 
     \b
     Examples:
@@ -283,6 +292,39 @@ def get_endpoints(
       labbuilder get ep kthw nginx -o yaml     # with the pod behind each address
     """
     _show_services(lab, names, output, namespace, all_namespaces, proxy_node, "endpoints")
+
+
+@get.command("networkpolicies")
+@click.argument("lab")
+@click.argument("names", nargs=-1)
+@_output_option
+@_namespace_options
+@user_errors
+def get_network_policies(
+    lab: str, names: tuple[str, ...], output: str | None, namespace: str, all_namespaces: bool
+) -> None:
+    """The NetworkPolicies of LAB, as the apiserver would return them (policyTypes and protocols
+    defaulted), from the lab's own copy of its file.
+
+    \b
+    Examples:
+      labbuilder get networkpolicies netpol -A
+      labbuilder get netpol netpol -n x
+      labbuilder get netpol netpol -n x default-deny-ingress -o yaml
+    """
+    from labbuilder.present import kubectl as shapes
+
+    model = lab_handle(lab).model()
+    wanted = in_namespace(namespace, all_namespaces)
+    policies = [p for p in model.network_policies if wanted(p.namespace)]
+    policies = select(policies, names, "networkpolicies.networking.k8s.io", lambda p: p.name)
+    policies.sort(key=lambda p: (p.namespace, p.name))
+    if not policies:
+        nothing_found(None if all_namespaces else namespace)
+    elif output in ("json", "yaml", "name"):
+        print_objects(output, [shapes.network_policy_object(p) for p in policies], len(names) == 1)
+    else:
+        emit(shapes.render_table(*shapes.network_policy_rows(policies, all_namespaces)))
 
 
 # --------------------------------------------------------------------------------------------

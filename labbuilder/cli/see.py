@@ -13,7 +13,7 @@ from labbuilder.errors import LabError
 
 if TYPE_CHECKING:  # the CLI starts without loading the pipeline; commands import it when they run
     from labbuilder.spec.load import Spec
-    from labbuilder.spec.model import Lab
+    from labbuilder.spec.model import Lab, Protocol
 
 
 def _running_spec(name: str) -> Spec | None:
@@ -44,8 +44,13 @@ def load_lab(target: str, name: str | None = None) -> tuple[Lab, str]:
 @click.option("-o", "--format", "fmt", type=click.Choice(["html", "dot", "mermaid"]), default="html", show_default=True)
 @click.option("--output", "output", metavar="FILE", help="where to write; default LAB.html for html, stdout for text")
 @click.option("--services/--no-services", default=True, show_default=True, help="dot/mermaid: draw services")
+@click.option(
+    "--policies",
+    metavar="PORT[/PROTO]",
+    help="draw the pod-to-pod connections the NetworkPolicies allow on this port (e.g. 80/tcp)",
+)
 @user_errors
-def graph(lab: str, fmt: str, output: str | None, services: bool) -> None:
+def graph(lab: str, fmt: str, output: str | None, services: bool, policies: str | None) -> None:
     """Draw LAB: router, node network, nodes, bridges, pods and services with their endpoints.
 
     LAB is a lab file, a shipped lab name, or the name of a running lab. The HTML page is
@@ -57,17 +62,29 @@ def graph(lab: str, fmt: str, output: str | None, services: bool) -> None:
       labbuilder graph labs/kthw.yaml                 # writes kthw.html
       labbuilder graph kthw -o dot | dot -Tsvg > kthw.svg
       labbuilder graph mylab -o mermaid --output mylab.mmd
+      labbuilder graph netpol --policies 80/tcp       # green arrows: what the policies allow
     """
     from labbuilder.present.graph import render
 
     model, _ = load_lab(lab)
-    text = render(model, fmt, services)
+    text = render(model, fmt, services, _port_protocol(policies) if policies else None)
     target = output or (f"{model.name}.html" if fmt == "html" else "-")
     if target == "-":
         click.echo(text, nl=False)
         return
     Path(target).write_text(text)
     console.print(f"wrote {target} ({fmt}, {len(model.nodes)} nodes, {len(model.pods)} pods)")
+
+
+def _port_protocol(text: str) -> tuple[int, Protocol]:
+    """`80`, `80/tcp`, `53/UDP` → (80, "TCP")."""
+    port, _, proto = text.partition("/")
+    protocol = (proto or "tcp").upper()
+    if not port.isdigit() or not 0 < int(port) < 65536 or protocol not in ("TCP", "UDP"):
+        raise click.BadParameter(
+            f"{text!r}: give PORT or PORT/tcp or PORT/udp, such as 80/tcp", param_hint="--policies"
+        )
+    return int(port), "TCP" if protocol == "TCP" else "UDP"
 
 
 @click.command()

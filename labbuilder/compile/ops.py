@@ -22,14 +22,16 @@ __all__ = ["PHASES", "ROUTER", "Op", "Phase", "by_phase"]
 
 class Phase(IntEnum):
     """Why this order: links need their namespace, routes need their addresses (a gateway must
-    be on-link), iptables-restore and processes need their files."""
+    be on-link), iptables-restore and processes need their files, and the rules need the ipsets
+    they match on (iptables refuses `-m set` with a set that does not exist)."""
 
     NETNS = 0  # pod namespaces (one exec per container)
     LINKS = 1  # links, masters, addresses, neighbours, fdb (netlink)
     ROUTES = 2  # routes (netlink), after the addresses that make their gateways reachable
     FILES = 3  # files (one archive)
-    RULES = 4  # iptables-restore of whole tables
-    PROCESSES = 5  # long-running processes, started once (pidfiles)
+    IPSETS = 4  # ipset restore (kube-router's sets), before the rules that match on them
+    RULES = 5  # iptables-restore of whole tables
+    PROCESSES = 6  # long-running processes, started once (pidfiles)
 
 
 PHASES = tuple(Phase)
@@ -257,6 +259,20 @@ class Iptables:
 
 
 @dataclass(frozen=True)
+class Ipsets:
+    """kube-router's ipsets: an `ipset restore -exist` payload that fills a scratch set and swaps
+    it in for each set, so applying it again leaves every set holding exactly its entries."""
+
+    ns: Ns
+    payload: str
+
+    phase: ClassVar[Phase] = Phase.IPSETS
+
+    def describe(self) -> str:
+        return f"ipset restore -exist <<'EOF'\n{self.payload.rstrip()}\nEOF"
+
+
+@dataclass(frozen=True)
 class Process:
     """A long-running process, in a pod netns when ns.netns is set; `name` keys its pidfile."""
 
@@ -289,6 +305,7 @@ Op = (
     | Neighbour
     | Fdb
     | WriteFile
+    | Ipsets
     | Iptables
     | Process
 )

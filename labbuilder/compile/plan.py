@@ -12,11 +12,12 @@ import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from labbuilder.compile import kubelet, pki
+from labbuilder.compile import announce, kubelet, pki
 from labbuilder.compile.cni import mode_for
-from labbuilder.compile.kubeproxy import kube_proxy_tables
+from labbuilder.compile.kubeproxy import kube_proxy_tables, per_node
 from labbuilder.compile.netfilter import Restore
-from labbuilder.compile.ops import ROUTER, Address, Bridge, Iptables, LinkUp, Master, Ns, Op, Route, Veth
+from labbuilder.compile.netpol.kube_router import KubeRouter, kube_router
+from labbuilder.compile.ops import ROUTER, Address, Bridge, Ipsets, Iptables, LinkUp, Master, Ns, Op, Route, Veth
 from labbuilder.spec.addressing import hashed_mac, node_mac
 from labbuilder.spec.model import Lab, Node
 
@@ -88,20 +89,30 @@ def compile_plan(lab: Lab) -> Plan:
         ContainerSpec(n.name, lab.container_name(n.name), n.name, n.role, dict(_NODE_SYSCTLS)) for n in lab.nodes
     )
     steps: dict[str, tuple[Op, ...]] = {ROUTER: tuple(router_steps(lab))}
-    proxy = Restore(kube_proxy_tables(lab))  # the same on every node: computed and formatted once
+    netpol = kube_router(lab)
+    # kube-router's top-level jumps come first in the builtin chains (it inserts them at position
+    # 1), then kube-proxy's tables: the same on every node, computed and formatted once — unless a
+    # Local traffic policy gives each node its own.
+    jumps = [*(netpol.shared if netpol else ())]
+    shared = None if per_node(lab) else Restore([*jumps, *kube_proxy_tables(lab)])
     for node in lab.nodes:
-        steps[node.name] = tuple(uplink_steps(lab, node)) + tuple(node_steps(lab, node, proxy))
+        proxy = shared or Restore([*jumps, *kube_proxy_tables(lab, node)])
+        steps[node.name] = tuple(uplink_steps(lab, node)) + tuple(node_steps(lab, node, proxy, netpol))
     return Plan(lab, (router, *nodes), steps)
 
 
-def node_steps(lab: Lab, node: Node, proxy: Restore) -> list[Op]:
-    """What the CNI mode, kube-proxy (its tables, `proxy`) and the kubelet make on a node."""
+def node_steps(lab: Lab, node: Node, proxy: Restore, netpol: KubeRouter | None = None) -> list[Op]:
+    """What the CNI mode, kube-proxy (its tables, `proxy`), kube-router's network-policy
+    controller (`netpol`, when the lab has policies) and the kubelet make on a node."""
     mode = mode_for(lab)
     # kube-proxy's rules come first: its POSTROUTING jump (hairpin masquerade) must run before the
-    # CNI plugin's ACCEPTs, as kube-proxy prepends it.
+    # CNI plugin's ACCEPTs, as kube-proxy prepends it. kube-router's pod firewalls are the node's own.
+    own = [*mode.masquerade(lab, node), *(netpol.node_tables(node) if netpol else ())]
+    sets = [Ipsets(Ns(node.name), netpol.restore)] if netpol and netpol.ipsets else []
     return [
         *mode.links(lab, node),
-        Iptables(Ns(node.name), proxy.render(mode.masquerade(lab, node))),
+        *sets,
+        Iptables(Ns(node.name), proxy.render(own)),
         *pki.node_files(lab, node.name),
         *kubelet.resolv_files(lab, node),
         *kubelet.pod_processes(lab, node),
@@ -119,6 +130,8 @@ def router_steps(lab: Lab) -> list[Op]:
     ]
     if mode_for(lab).router_routes(lab):
         ops += [Route(ns, str(n.pod_cidr), via=str(n.ip)) for n in lab.nodes if n.pod_cidr is not None]
+    # LoadBalancer and external IPs: to the node that takes each, as a cloud load balancer would.
+    ops += [Route(ns, f"{ip}/32", via=str(node.ip)) for ip, node in announce.routes(lab)]
     return [*ops, *pki.router_files(lab, ROUTER)]
 
 

@@ -14,6 +14,7 @@ from labbuilder.compile import kubelet
 from labbuilder.compile.ops import (
     AddNetns,
     Command,
+    Ipsets,
     Iptables,
     Ns,
     Op,
@@ -23,7 +24,7 @@ from labbuilder.compile.ops import (
     WriteFile,
     by_phase,
 )
-from labbuilder.compile.paths import BUILD_SCRIPT, RULES_FILE
+from labbuilder.compile.paths import BUILD_SCRIPT, IPSETS_FILE, RULES_FILE
 from labbuilder.compile.script import build_script
 from labbuilder.engine.netlink import NetlinkOp
 from labbuilder.engine.runtime import LabHandle, tar_of
@@ -63,7 +64,10 @@ class Applier:
         rules = [op.payload for op in phases[Phase.RULES] if isinstance(op, Iptables)]
         if rules:
             files[RULES_FILE] = rules[-1]
-        files[BUILD_SCRIPT] = build_script(key, ops, rules=bool(rules))
+        sets = [op.payload for op in phases[Phase.IPSETS] if isinstance(op, Ipsets)]
+        if sets:
+            files[IPSETS_FILE] = sets[-1]
+        files[BUILD_SCRIPT] = build_script(key, ops, rules=bool(rules), ipsets=bool(sets))
         # One process on this host: the files arrive as a tar on stdin, then the script runs.
         self.lab.run(key, ["sh", "-c", f"tar -x -C / && sh {BUILD_SCRIPT}"], stdin=tar_of(files))
         self.start_processes(key, [op for op in phases[Phase.PROCESSES] if isinstance(op, Process)])
@@ -77,11 +81,21 @@ class Applier:
         rules = [op.payload for op in phases[Phase.RULES] if isinstance(op, Iptables)]
         if rules:
             files[RULES_FILE] = rules[-1]
+        sets = [op.payload for op in phases[Phase.IPSETS] if isinstance(op, Ipsets)]
+        if sets:
+            files[IPSETS_FILE] = sets[-1]
         if files:
             self.lab.put_files(key, files)
+        if sets:
+            self.restore_ipsets(key)
         if rules:
             self.restore_rules(key)
         self.start_processes(key, [op for op in phases[Phase.PROCESSES] if isinstance(op, Process)])
+
+    def restore_ipsets(self, key: str) -> None:
+        """ipset restore of the payload already written to IPSETS_FILE: each set refilled and
+        swapped in, so the sets hold exactly their planned entries again."""
+        self.lab.run(key, ["ipset", "restore", "-exist", "-file", IPSETS_FILE])
 
     def restore_rules(self, key: str) -> None:
         """iptables-restore of the payload already written to RULES_FILE: whole tables, atomically."""

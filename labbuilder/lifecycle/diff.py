@@ -12,10 +12,13 @@ from ipaddress import IPv4Interface, IPv4Network
 from typing import Literal
 
 from labbuilder.compile.netfilter import normalise, parse_save
+from labbuilder.compile.netpol import ipset
+from labbuilder.compile.netpol.kube_router import kube_router
 from labbuilder.compile.ops import (
     AddNetns,
     Address,
     Bridge,
+    Ipsets,
     Iptables,
     LinkUp,
     Master,
@@ -31,7 +34,7 @@ from labbuilder.observe.state import ContainerObserved, NsObserved, RouteKey, sh
 # Link kinds a learner can add and reset may remove; others (tunl0, sit0…) come with the kernel.
 PRUNABLE_KINDS = {"veth", "bridge", "vxlan", "dummy", "macvlan", "ipvlan", "vlan"}
 
-Kind = Literal["container", "netns", "link", "address", "route", "link-local", "file", "iptables", "process"]
+Kind = Literal["container", "netns", "link", "address", "route", "link-local", "file", "ipset", "iptables", "process"]
 Change = Literal["missing", "added", "changed", "down", "stopped"]
 _REPAIRED = {"missing": "restored", "added": "removed", "changed": "restored", "down": "set up", "stopped": "started"}
 
@@ -144,6 +147,8 @@ def _superseded(want: NsDesired) -> None:
 def diff(plan: Plan, observed: dict[str, ContainerObserved]) -> list[Difference]:
     """Every difference between the plan and what the lab holds, container by container."""
     desired = desired_state(plan)
+    netpol = kube_router(plan.lab)
+    sets = netpol.ipsets if netpol else ()  # the same on every node: computed once
     found: list[Difference] = []
     for spec in plan.containers:
         seen = observed[spec.key]
@@ -158,7 +163,7 @@ def diff(plan: Plan, observed: dict[str, ContainerObserved]) -> list[Difference]
         for ns, want in desired.items():
             if ns.container == spec.key and ns in seen.namespaces:
                 found += _namespace(spec.key, ns, want, seen.namespaces[ns])
-        found += _files_rules_processes(plan, spec.key, seen)
+        found += _files_rules_processes(plan, spec.key, seen, sets)
     return found
 
 
@@ -205,19 +210,50 @@ def _namespace(key: str, ns: Ns, want: NsDesired, have: NsObserved) -> list[Diff
     return out
 
 
-def _files_rules_processes(plan: Plan, key: str, seen: ContainerObserved) -> list[Difference]:
+def _files_rules_processes(
+    plan: Plan, key: str, seen: ContainerObserved, sets: tuple[ipset.IpSet, ...] = ()
+) -> list[Difference]:
     out: list[Difference] = []
     ops = plan.steps.get(key, ())
     for op in ops:
         if isinstance(op, WriteFile) and op.ns.container == key and seen.files.get(op.path) != sha256(op.content):
             change: Change = "missing" if seen.files.get(op.path) is None else "changed"
             out.append(Difference(key, "file", f"file {op.path}", change, owner=key))
+    if any(isinstance(op, Ipsets) for op in ops) and seen.ipsets is not None:
+        out += _ipsets(sets, key, seen.ipsets)
     rules = [op for op in ops if isinstance(op, Iptables)]
     if rules and seen.iptables is not None:
         want, have = normalise(parse_save(rules[-1].payload)), normalise(parse_save(seen.iptables))
         for table in sorted(t for t in want if want[t] != have.get(t)):
-            out.append(Difference(key, "iptables", f"iptables {table}", "changed", owner=key))
+            what = f"iptables {table}"
+            chains = sorted(c for c in set(want[table]) | set(have.get(table, {})) if _policy_chain(c))
+            changed = [c for c in chains if want[table].get(c) != have.get(table, {}).get(c)]
+            if changed:  # name kube-router's chains: which policy or pod firewall a learner touched
+                what += " (" + ", ".join(changed) + ")"
+            out.append(Difference(key, "iptables", what, "changed", owner=key))
     for name, alive in seen.processes.items():
         if not alive:
             out.append(Difference(key, "process", f"process {name}", "stopped", owner=key))
+    return out
+
+
+def _policy_chain(chain: str) -> bool:
+    return chain.startswith(("KUBE-NWPLCY-", "KUBE-POD-FW-", "KUBE-ROUTER-"))
+
+
+def _ipsets(sets: tuple[ipset.IpSet, ...], key: str, saved: str) -> list[Difference]:
+    """kube-router's sets: a set missing, a member missing or added (what `ipset del/add` did)."""
+    have = ipset.parse_save(saved)
+    out: list[Difference] = []
+    for want in sets:
+        if want.name not in have:
+            out.append(Difference(key, "ipset", f"ipset {want.name}", "missing", owner=key))
+            continue
+        members = have[want.name][1]
+        for m in sorted(want.members - members):
+            out.append(Difference(key, "ipset", f"ipset {want.name} member {m}", "missing", owner=key))
+        for m in sorted(members - want.members):
+            out.append(
+                Difference(key, "ipset", f"ipset {want.name} member {m}", "added", owner=key, remove=(want.name, m))
+            )
     return out

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from labbuilder.compile.ops import Iptables, Ns, Op, Phase, Process, Route, WriteFile, by_phase
-from labbuilder.compile.paths import RULES_FILE, SPEC_COPY
+from labbuilder.compile.ops import Ipsets, Iptables, Ns, Op, Phase, Process, Route, WriteFile, by_phase
+from labbuilder.compile.paths import IPSETS_FILE, RULES_FILE, SPEC_COPY
 from labbuilder.compile.plan import Plan, compile_plan
 from labbuilder.engine.apply import Applier
 from labbuilder.engine.netlink import NetlinkOp, RestoreLinkLocal, Step
@@ -84,6 +84,10 @@ def _remove(handle: LabHandle, d: Difference) -> None:
     if d.kind == "netns":
         handle.run(d.key, ["ip", "netns", "del", str(d.remove[0])])
         return
+    if d.kind == "ipset":  # a member a learner added to one of kube-router's sets
+        name, member = (str(x) for x in d.remove)
+        handle.run(d.key, ["ipset", "del", name, member.removeprefix("!")])
+        return
     assert d.ns is not None
     where = ["-n", d.ns.netns] if d.ns.netns else []
     if d.kind == "link":
@@ -109,6 +113,11 @@ def _restore(
         _restore_links(handle, plan, desired, key, phases)
     if "file" in kinds:
         handle.put_files(key, {op.path: op.content for op in phases[Phase.FILES] if isinstance(op, WriteFile)})
+    if kinds & {"ipset", "iptables"}:  # a set the rules match on must exist before them
+        sets = [op for op in phases[Phase.IPSETS] if isinstance(op, Ipsets)]
+        if sets:
+            handle.put_files(key, {IPSETS_FILE: sets[-1].payload})
+            applier.restore_ipsets(key)
     if "iptables" in kinds:
         rules = [op for op in phases[Phase.RULES] if isinstance(op, Iptables)]
         handle.put_files(key, {RULES_FILE: rules[-1].payload})

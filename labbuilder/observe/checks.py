@@ -17,6 +17,7 @@ from xml.etree import ElementTree
 from labbuilder.compile.ops import Ns
 from labbuilder.compile.pki import CA_PEM
 from labbuilder.engine.runtime import LabHandle
+from labbuilder.observe import matrix
 from labbuilder.spec import refs
 from labbuilder.spec.checks import probe_target
 from labbuilder.spec.model import Check, HttpCheck, Lab
@@ -219,9 +220,22 @@ def run_probe(probe: Probe, exec_in: Exec, lab: Lab) -> Result:
 
 
 def run_checks(lab: Lab, checks: Iterable[Check], exec_in: Exec) -> list[Result]:
-    probes = [probe_for(lab, check) for check in checks]
+    """Every check, in their order; probes in parallel, matrices (themselves parallel) after them."""
+    checks = list(checks)
+    probes = [probe_for(lab, check) for check in checks if check.matrix is None]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(lambda probe: run_probe(probe, exec_in, lab), probes))
+        done = iter(list(pool.map(lambda probe: run_probe(probe, exec_in, lab), probes)))
+    return [run_matrix(lab, check, exec_in) if check.matrix else next(done) for check in checks]
+
+
+def run_matrix(lab: Lab, check: Check, exec_in: Exec) -> Result:
+    spec = check.matrix
+    assert spec is not None
+    measured = matrix.measure(lab, spec.port, spec.protocol, exec_in, spec.group)
+    passed, detail = matrix.judge(measured, matrix.expected(lab, spec))
+    source = "the table given" if spec.expect is not None else "the table the NetworkPolicies imply"
+    description = f"every pod to every pod on {spec.port}/{spec.protocol.lower()}: {source}"
+    return Result(check.name, "matrix", description, passed, detail)
 
 
 def junit_xml(lab: str, results: list[Result]) -> str:

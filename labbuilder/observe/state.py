@@ -3,7 +3,8 @@
 Per container, ONE short process entered into its namespaces prints everything: the pod
 namespaces alive, every planned namespace's links, addresses and routes as `ip -j` JSON
 (iproute2's own structure, read with json.loads), the checksums of the files the plan writes,
-`iptables-save`, and which planned processes are alive. Reading changes nothing.
+`ipset save` (kube-router's sets), `iptables-save`, and which planned processes are alive.
+Reading changes nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ipaddress import IPv4Network
 from typing import Any
 
 from labbuilder.compile.kubelet import ALIVE_SH
-from labbuilder.compile.ops import Iptables, Ns, Op, Process, WriteFile
+from labbuilder.compile.ops import Ipsets, Iptables, Ns, Op, Process, WriteFile
 from labbuilder.compile.paths import pidfile
 from labbuilder.compile.plan import Plan
 from labbuilder.engine.runtime import LabHandle, in_threads
@@ -46,6 +47,7 @@ class ContainerObserved:
     netns: frozenset[str] = frozenset()
     files: dict[str, str | None] = field(default_factory=dict)  # path -> sha256, None when absent
     iptables: str | None = None  # iptables-save, when the plan has rules here
+    ipsets: str | None = None  # ipset save, when the plan has sets here
     processes: dict[str, bool] = field(default_factory=dict)  # planned process -> alive
     namespaces: dict[Ns, NsObserved] = field(default_factory=dict)
 
@@ -75,6 +77,8 @@ def state_script(ops: list[Op], namespaces: list[Ns]) -> str:
         lines.append(f"{check}{{ {'; '.join(reads)}; }}")
     if files:
         lines += ["echo @files", f"sha256sum {shlex.join(files)}"]
+    if any(isinstance(op, Ipsets) for op in ops):
+        lines += ["echo @ipsets", "ipset save"]
     if any(isinstance(op, Iptables) for op in ops):
         lines += ["echo @iptables", "iptables-save"]
     if names:
@@ -88,7 +92,16 @@ def _sections(text: str) -> dict[tuple[str, str], list[str]]:
     current: list[str] = []
     for line in text.splitlines():
         head, _, rest = line.partition(" ")
-        if line.startswith("@") and head[1:] in ("netns", "links", "addrs", "routes", "files", "iptables", "processes"):
+        if line.startswith("@") and head[1:] in (
+            "netns",
+            "links",
+            "addrs",
+            "routes",
+            "files",
+            "ipsets",
+            "iptables",
+            "processes",
+        ):
             current = found.setdefault((head[1:], rest.strip()), [])
         else:
             current.append(line)
@@ -156,6 +169,8 @@ def parse_state(key: str, text: str, ops: list[Op], namespaces: list[Ns]) -> Con
     observed.files = {op.path: sums.get(op.path) for op in ops if isinstance(op, WriteFile)}
     if ("iptables", "") in sections:
         observed.iptables = "\n".join(sections[("iptables", "")]) + "\n"
+    if ("ipsets", "") in sections:
+        observed.ipsets = "\n".join(sections[("ipsets", "")]) + "\n"
     observed.processes = {
         words[1]: words[0] == "up"
         for words in (line.split(None, 1) for line in sections.get(("processes", ""), []))

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from ipaddress import ip_address
 from typing import Any, Literal
 
+from labbuilder.compile.netpol import names as netpol
 from labbuilder.compile.ops import ROUTER, Ns
 from labbuilder.engine.runtime import LabHandle, in_threads
 from labbuilder.errors import LabError
@@ -393,6 +394,7 @@ def notes(lab: Lab, trace: Trace) -> list[str]:
             found.append(f"{hop.place.label}: DNAT {before} → {hop.dnat()} (the endpoint the nat rules picked)")
         if hop.snat():
             found.append(f"{hop.place.label}: source rewritten to {hop.snat()} (SNAT/MASQUERADE)")
+    found += policy_notes(lab, hops)
     dropped = last.dropped_by()
     if dropped:
         found.append(f"the packet died in {last.place.label}: {dropped.table} {dropped.rule or dropped.verdict}")
@@ -411,6 +413,37 @@ def notes(lab: Lab, trace: Trace) -> list[str]:
             f"the packet died in {last.place.label}: taken in, routed ({last.route}), but neither forwarded nor "
             "delivered: check `sysctl net.ipv4.ip_forward` and rp_filter there"
         )
+    return found
+
+
+def policy_notes(lab: Lab, hops: list[Hop]) -> list[str]:
+    """What kube-router's chains decided: the policy rule that marked the packet (0x10000), the
+    default chain that let an unisolated pod's traffic through, or the REJECT of a pod firewall."""
+    if not lab.network_policies:
+        return []
+    policies = {netpol.policy_chain(p.namespace, p.name): p.ref for p in lab.network_policies}
+    pods = {netpol.pod_chain(p.namespace, p.name): p.ref for p in lab.pods}
+    found: list[str] = []
+    for hop in hops:
+        firewall = ""
+        for hit in hop.rules("filter"):
+            if hit.chain in pods and hit.verdict.startswith("JUMP:"):
+                firewall = hit.chain
+            if hit.chain in policies and f"--set-xmark {netpol.MARK_MATCHED}" in hit.rule:
+                found.append(
+                    f"{hop.place.label}: policy {policies[hit.chain]} allows it ({hit.chain}, "
+                    f"pod firewall {firewall} of {pods.get(firewall, '?')}): {hit.rule}"
+                )
+            elif hit.chain == netpol.DEFAULT and f"--set-xmark {netpol.MARK_MATCHED}" in hit.rule:
+                found.append(
+                    f"{hop.place.label}: no policy isolates {pods.get(firewall, '?')} this way: "
+                    f"{netpol.DEFAULT} lets it through ({firewall})"
+                )
+            elif hit.chain in pods and "-j REJECT" in hit.rule:
+                found.append(
+                    f"{hop.place.label}: kube-router REJECTs it in {hit.chain}, the firewall of {pods[hit.chain]}: "
+                    "no policy rule marked it 0x10000 (an NFLOG copy went to group 100)"
+                )
     return found
 
 

@@ -2,7 +2,9 @@
 
 Three renderings of one model: a self-contained HTML page with a hand-laid-out SVG (no script, no
 external resources; services on a layer a checkbox hides), Graphviz dot, and Mermaid. Layout is
-computed here as plain boxes and paths; `templates/graph.html.j2` only draws them.
+computed here as plain boxes and paths; `templates/graph.html.j2` only draws them. With
+`policies` (a port and protocol) the edges the lab's NetworkPolicies allow between pods are drawn
+over it, computed from the spec by the policy semantics (what `check --matrix --expect` expects).
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ import re
 from dataclasses import dataclass, field
 
 from labbuilder.compile.cni import mode_for
+from labbuilder.compile.netpol.semantics import allowed
 from labbuilder.compile.plan import uplink_name
 from labbuilder.resources import template
-from labbuilder.spec.model import Endpoint, Lab, Node, Pod, Service
+from labbuilder.spec.model import Endpoint, Lab, Node, Pod, Protocol, Service
+from labbuilder.spec.truthtable import matrix_pods
+
+Policies = tuple[int, Protocol] | None  # the port and protocol whose allowed edges are drawn
 
 FORMATS = ("html", "dot", "mermaid")
 MARGIN, NODE_W, GAP, PER_ROW = 24, 250, 26, 6
@@ -232,7 +238,31 @@ def layout(lab: Lab) -> Picture:
     return Picture(width, height, [base, *services])
 
 
-def to_html(lab: Lab) -> str:
+def allowed_edges(lab: Lab, policies: Policies) -> list[tuple[Pod, Pod]]:
+    """(from, to) of every pair of pods serving the port that the policies let connect."""
+    if policies is None:
+        return []
+    port, protocol = policies
+    pods = list(matrix_pods(lab, port, protocol).values())
+    return [(a, b) for a in pods for b in pods if a.ref != b.ref and allowed(lab, a, b, port, protocol)]
+
+
+def _policy_layer(lab: Lab, picture: Picture, policies: Policies) -> Layer:
+    """Allowed edges as curves from the left edge of one pod box to another's."""
+    layer = Layer("policies")
+    boxes = {b.key: b for layer_ in picture.layers for b in layer_.boxes if b.cls == "pod"}
+    for a, b in allowed_edges(lab, policies):
+        one, two = boxes.get(f"pod:{a.ref}"), boxes.get(f"pod:{b.ref}")
+        if one is None or two is None:
+            continue
+        x1, y1, x2, y2 = one.x, one.y + one.h / 2 - 6, two.x, two.y + two.h / 2 + 6
+        bend = 40 + abs(y2 - y1) / 4
+        layer.paths.append(Path(f"M{x1},{y1} C{x1 - bend},{y1} {x2 - bend},{y2} {x2},{y2}", "allowed"))
+        layer.paths.append(Path(f"M{x2},{y2} l-7,-4 v8 z", "allowed-head"))
+    return layer
+
+
+def to_html(lab: Lab, policies: Policies = None) -> str:
     bridge = _bridge(lab)
     details = [*([f"bridge {bridge}"] if bridge else []), f"ipMasq {'on' if lab.cni.ip_masq else 'off'}"]
     mode = mode_for(lab)
@@ -241,7 +271,11 @@ def to_html(lab: Lab) -> str:
         f"CNI {mode.name} ({', '.join(details)}) · pods {lab.cluster.pod_cidr}"
         f" · services {lab.cluster.service_cidr} · DNS {lab.cluster.dns_ip}"
     )
-    return template("graph.html.j2").render(lab=lab, picture=layout(lab), summary=summary)
+    picture = layout(lab)
+    if policies is not None:
+        picture.layers.append(_policy_layer(lab, picture, policies))
+        summary += f" · green arrows: connections the NetworkPolicies allow on {policies[0]}/{policies[1]}"
+    return template("graph.html.j2").render(lab=lab, picture=picture, summary=summary, policies=policies)
 
 
 # -- text graphs -----------------------------------------------------------------------------
@@ -253,7 +287,7 @@ def _q(text: str) -> str:
     return '"' + text.replace('"', '\\"') + '"'
 
 
-def to_dot(lab: Lab, services: bool = True) -> str:
+def to_dot(lab: Lab, services: bool = True, policies: Policies = None) -> str:
     nl = "\\n"  # a line break inside a dot label
     router = f"router{nl}{lab.network.bridge} {lab.network.gateway_interface}"
     out = [
@@ -286,6 +320,10 @@ def to_dot(lab: Lab, services: bool = True) -> str:
             out.append(f'  {s} [shape=ellipse, label={_q(f"{svc.ref}{nl}{svc.cluster_ip}")}, fillcolor="#fde3cf"];')
             for ep, to in _endpoint_ids(lab, svc):
                 out.append(f"  {s} -> {to} [style=dashed, arrowhead=normal, label={_q(str(ep.port))}];")
+    for a, b in allowed_edges(lab, policies):
+        out.append(
+            f'  {_id("pod_" + a.ref)} -> {_id("pod_" + b.ref)} [color="#2e7d32", arrowhead=normal, constraint=false];'
+        )
     out.append("}")
     return "\n".join(out) + "\n"
 
@@ -299,7 +337,7 @@ def _endpoint_ids(lab: Lab, svc: Service) -> list[tuple[Endpoint, str]]:
     return found
 
 
-def to_mermaid(lab: Lab, services: bool = True) -> str:
+def to_mermaid(lab: Lab, services: bool = True, policies: Policies = None) -> str:
     def label(*parts: str) -> str:
         return '["' + "<br/>".join(p.replace('"', "#quot;") for p in parts) + '"]'
 
@@ -325,12 +363,13 @@ def to_mermaid(lab: Lab, services: bool = True) -> str:
             s = _id("svc_" + svc.ref)
             out.append(f'  {s}(["{svc.ref}<br/>{svc.cluster_ip}"])')
             out += [f"  {s} -.->|{ep.port}| {to}" for ep, to in _endpoint_ids(lab, svc)]
+    out += [f"  {_id('pod_' + a.ref)} ==> {_id('pod_' + b.ref)}" for a, b in allowed_edges(lab, policies)]
     return "\n".join(out) + "\n"
 
 
-def render(lab: Lab, fmt: str, services: bool = True) -> str:
+def render(lab: Lab, fmt: str, services: bool = True, policies: Policies = None) -> str:
     if fmt == "dot":
-        return to_dot(lab, services)
+        return to_dot(lab, services, policies)
     if fmt == "mermaid":
-        return to_mermaid(lab, services)
-    return to_html(lab)
+        return to_mermaid(lab, services, policies)
+    return to_html(lab, policies)

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from labbuilder import __version__
 from labbuilder.observe.readback import NodeState, PodState, ServiceView
-from labbuilder.spec.model import Lab, Node
+from labbuilder.spec.model import IPBlock, Lab, LabelSelector, NetworkPolicy, Node, PolicyPeer, PolicyPort, PolicyRule
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,6 +63,19 @@ def format_ports(view: ServiceView) -> str:
     """PORT(S) as kubectl prints it: `80:31088/TCP,443/TCP`."""
     parts = [f"{p.port}{f':{p.node_port}' if p.node_port else ''}/{p.protocol}" for p in view.ports]
     return ",".join(parts) or "<none>"
+
+
+def external_ip(view: ServiceView, wide: bool = False) -> str:
+    """EXTERNAL-IP as kubectl prints it (getServiceExternalIP): externalIPs, and for a LoadBalancer
+    its ingress addresses first (cut to 16 characters unless -o wide), or <pending> without one."""
+    if view.type != "LoadBalancer":
+        return ",".join(view.external_ips) or "<none>"
+    balanced = ",".join(view.load_balancer_ips)
+    if not wide and len(balanced) > 16:  # loadBalancerStatusStringer
+        balanced = balanced[:13] + "..."
+    if view.external_ips:
+        return ",".join([*([balanced] if balanced else []), *view.external_ips])
+    return balanced or "<pending>"
 
 
 def format_endpoints(view: ServiceView, limit: int | None = 3) -> str:
@@ -156,7 +169,9 @@ def pod_object(lab: Lab, state: PodState) -> dict[str, Any]:
             for c in state.containers
         ],
     }
-    ports = [{"containerPort": p.port, "protocol": p.protocol} for p in pod.ports]
+    ports = [
+        {**({"name": p.name} if p.name else {}), "containerPort": p.port, "protocol": p.protocol} for p in pod.ports
+    ]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -193,15 +208,25 @@ def service_object(view: ServiceView, created: float | None) -> dict[str, Any]:
         "clusterIP": view.cluster_ip,
         "clusterIPs": [view.cluster_ip],
         "ports": ports,
+        "internalTrafficPolicy": view.internal_traffic_policy,
     }
     if view.selector:
         spec["selector"] = dict(view.selector)
+    if view.external_ips:
+        spec["externalIPs"] = list(view.external_ips)
+    if view.external_traffic_policy:
+        spec["externalTrafficPolicy"] = view.external_traffic_policy
+    if view.health_check_node_port:
+        spec["healthCheckNodePort"] = view.health_check_node_port
+    if view.source_ranges:
+        spec["loadBalancerSourceRanges"] = list(view.source_ranges)
+    ingress = [{"ip": ip, "ipMode": "VIP"} for ip in view.load_balancer_ips]
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": view.name, "namespace": view.namespace, "creationTimestamp": timestamp(created)},
         "spec": spec,
-        "status": {"loadBalancer": {}},
+        "status": {"loadBalancer": {"ingress": ingress} if ingress else {}},
     }
 
 
@@ -304,7 +329,7 @@ def service_rows(
         headers.append("SELECTOR")
     rows = []
     for v in views:
-        row = [v.name, v.type, v.cluster_ip, "<none>", format_ports(v), age]
+        row = [v.name, v.type, v.cluster_ip, external_ip(v, wide), format_ports(v), age]
         if all_namespaces:
             row.insert(0, v.namespace)
         if wide:
@@ -326,3 +351,77 @@ def endpoint_rows(
             row.insert(0, v.namespace)
         rows.append(row)
     return headers, rows
+
+
+# --------------------------------------------------------------------------------------------
+# NetworkPolicies: as the apiserver returns them (defaults filled in) and kubectl lists them.
+# --------------------------------------------------------------------------------------------
+def network_policy_rows(policies: Sequence[NetworkPolicy], all_namespaces: bool) -> tuple[list[str], list[list[str]]]:
+    headers = ["NAME", "POD-SELECTOR"]
+    rows = [[p.name, str(p.pod_selector)] for p in policies]
+    if all_namespaces:
+        headers.insert(0, "NAMESPACE")
+        rows = [[p.namespace, *row] for p, row in zip(policies, rows, strict=True)]
+    return headers, rows
+
+
+def network_policy_object(policy: NetworkPolicy) -> dict[str, Any]:
+    spec: dict[str, Any] = {"podSelector": _selector(policy.pod_selector), "policyTypes": list(policy.policy_types)}
+    if policy.ingress:
+        spec["ingress"] = [_rule(r, "from") for r in policy.ingress]
+    if policy.egress:
+        spec["egress"] = [_rule(r, "to") for r in policy.egress]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": policy.name, "namespace": policy.namespace},
+        "spec": spec,
+    }
+
+
+def _selector(selector: LabelSelector) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    if selector.match_labels:
+        found["matchLabels"] = dict(selector.match_labels)
+    if selector.match_expressions:
+        found["matchExpressions"] = [
+            {"key": e.key, "operator": e.operator, **({"values": list(e.values)} if e.values else {})}
+            for e in selector.match_expressions
+        ]
+    return found
+
+
+def _rule(rule: PolicyRule, peers_key: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    if rule.ports:
+        found["ports"] = [_port(p) for p in rule.ports]
+    if rule.peers:
+        found[peers_key] = [_peer(p) for p in rule.peers]
+    return found
+
+
+def _peer(peer: PolicyPeer) -> dict[str, Any]:
+    if peer.ip_block is not None:
+        return {"ipBlock": _ip_block(peer.ip_block)}
+    found: dict[str, Any] = {}
+    if peer.namespace_selector is not None:
+        found["namespaceSelector"] = _selector(peer.namespace_selector)
+    if peer.pod_selector is not None:
+        found["podSelector"] = _selector(peer.pod_selector)
+    return found
+
+
+def _ip_block(block: IPBlock) -> dict[str, Any]:
+    found: dict[str, Any] = {"cidr": str(block.cidr)}
+    if block.except_:
+        found["except"] = [str(e) for e in block.except_]
+    return found
+
+
+def _port(port: PolicyPort) -> dict[str, Any]:
+    found: dict[str, Any] = {"protocol": port.protocol}
+    if port.port is not None:
+        found["port"] = port.port
+    if port.end_port is not None:
+        found["endPort"] = port.end_port
+    return found

@@ -15,8 +15,8 @@ import re
 import shlex
 
 from labbuilder.compile import kubelet
-from labbuilder.compile.ops import ROUTER, Iptables, Op, Phase, Process, Veth, WriteFile, by_phase
-from labbuilder.compile.paths import RULES_FILE, SPEC_COPY, STATE_DIR
+from labbuilder.compile.ops import ROUTER, Ipsets, Iptables, Op, Phase, Process, Veth, WriteFile, by_phase
+from labbuilder.compile.paths import IPSETS_FILE, RULES_FILE, SPEC_COPY, STATE_DIR
 from labbuilder.compile.plan import ContainerSpec, Plan, compile_plan
 from labbuilder.spec.model import Lab
 
@@ -64,6 +64,11 @@ def op_lines(op: Op) -> list[tuple[str, str]]:
         return [
             (op.ns.container, f"mkdir -p {STATE_DIR}\n{heredoc(f'cat > {RULES_FILE}', op.payload)}"),
             (op.ns.container, f"iptables-restore {RULES_FILE}"),
+        ]
+    if isinstance(op, Ipsets):
+        return [
+            (op.ns.container, f"mkdir -p {STATE_DIR}\n{heredoc(f'cat > {IPSETS_FILE}', op.payload)}"),
+            (op.ns.container, f"ipset restore -exist -file {IPSETS_FILE}"),
         ]
     return [(op.ns.container, op.describe())]
 

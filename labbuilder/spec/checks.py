@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from labbuilder.spec import defaults, refs
-from labbuilder.spec.model import Check, HttpCheck, Lab
+from labbuilder.spec import defaults, refs, truthtable
+from labbuilder.spec.model import Check, HttpCheck, Lab, MatrixCheck
 from labbuilder.spec.refs import RefError, Target
 
 
@@ -30,7 +30,13 @@ def check_from_spec(given: dict[str, Any], index: int) -> Check:
         item.get("dns"),
         item.get("answer"),
         _http(item["http"]) if "http" in item else None,
+        _matrix(item["matrix"]) if "matrix" in item else None,
     )
+
+
+def _matrix(given: dict[str, Any]) -> MatrixCheck:
+    item = defaults.of("checks.*.matrix", given)
+    return MatrixCheck(item["port"], item["protocol"].upper(), item["group"], item.get("expect"))
 
 
 def _http(given: dict[str, Any]) -> HttpCheck:
@@ -47,6 +53,9 @@ def _http(given: dict[str, Any]) -> HttpCheck:
 
 
 def _default_name(item: dict[str, Any], index: int) -> str:
+    if isinstance(item.get("matrix"), dict):
+        matrix = defaults.of("checks.*.matrix", item["matrix"])
+        return f"matrix {matrix['port']}/{matrix['protocol']}"
     if "route" in item:
         return f"route on {item.get('on', '?')}"
     if "dns" in item:
@@ -71,6 +80,9 @@ def probe_target(lab: Lab, check: Check) -> tuple[Target, str, int | None]:
 
 def validate_check(lab: Lab, check: Check) -> None:
     """RefError unless every name the check uses resolves to exactly one thing in the lab."""
+    if check.matrix is not None:
+        validate_matrix(lab, check.matrix)
+        return
     if check.route is not None:
         if check.on is None:
             raise RefError("a route check needs `on:`, the place whose table holds the route", hint="on: node/NAME")
@@ -85,3 +97,29 @@ def validate_check(lab: Lab, check: Check) -> None:
         _, protocol, _ = probe_target(lab, check)
         if check.http is not None and protocol != "tcp":
             raise RefError(f"an http check goes over tcp, not {protocol}", hint="leave protocol out, or use tcp")
+
+
+def validate_matrix(lab: Lab, matrix: MatrixCheck) -> None:
+    """RefError unless some pod serves the port, and an expected table names exactly the pods (or
+    namespaces) the measured one will."""
+    pods = truthtable.matrix_pods(lab, matrix.port, matrix.protocol)
+    if not pods:
+        raise RefError(
+            f"no pod serves {matrix.port}/{matrix.protocol.lower()}",
+            hint="a matrix probes the pods whose workloads list that port",
+        )
+    if matrix.expect is None:
+        return
+    try:
+        table = truthtable.parse(matrix.expect)
+    except ValueError as err:
+        raise RefError(f"expect: {err}", hint="paste the table `labbuilder check LAB --matrix` prints") from None
+    names = list(pods)
+    if matrix.group == "namespaces":
+        names = list(dict.fromkeys(truthtable.namespace_of(names).values()))
+    for what, given in (("rows", table.froms), ("columns", table.tos)):
+        if list(given) != names:
+            raise RefError(
+                f"expect: the {what} are {' '.join(given) or 'none'}, the lab's are {' '.join(names)}",
+                hint="in this order: the table `labbuilder check LAB --matrix` prints",
+            )

@@ -42,10 +42,16 @@ DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
             "type": "ClusterIP",
             "sessionAffinity": "None",
             "sessionAffinityTimeout": 10800,  # kube-proxy's ClientIP affinity: 3 hours
+            "externalTrafficPolicy": "Cluster",
+            "internalTrafficPolicy": "Cluster",
         },
         "services.*.ports.*": {"protocol": "TCP"},
+        "networkPolicies.*": {"namespace": "default"},
+        "networkPolicies.*.ingress.*.ports.*": {"protocol": "TCP"},
+        "networkPolicies.*.egress.*.ports.*": {"protocol": "TCP"},
         "checks.*": {"expect": "reach"},
         "checks.*.http": {"path": "/", "status": 200},
+        "checks.*.matrix": {"port": 80, "protocol": "tcp", "group": "pods"},
     }
 )
 

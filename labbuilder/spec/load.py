@@ -26,6 +26,7 @@ import yaml
 
 from labbuilder.errors import LabError, Problem, SpecError
 from labbuilder.resources import labs_dir, schemas_dir
+from labbuilder.spec import manifests
 
 Path_ = tuple[str | int, ...]
 
@@ -57,6 +58,7 @@ class Spec:
     data: dict[str, Any]
     file: str
     positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    origins: dict[Path_, str] = field(default_factory=dict)  # items read from another file (manifests)
 
     def problem(self, path: Path_, message: str, hint: str = "", warning: bool = False) -> Problem:
         """A problem located at `path`, or at its nearest ancestor that has a position."""
@@ -65,7 +67,21 @@ class Spec:
             if path[:end] in self.positions:
                 line, col = self.positions[path[:end]]
                 break
-        return Problem(message, self.file, line, col, hint, warning)
+        return Problem(message, self.origin(path), line, col, hint, warning)
+
+    def where(self, path: Path_) -> str:
+        """`path` for a message: in a manifest's own words (`spec.ingress.0`) when it came from one."""
+        for end in range(len(path), 0, -1):
+            if path[:end] in self.origins:
+                return _where(manifests.manifest_path(path[end:])) if path[end:] else "the manifest"
+        return _where(path)
+
+    def origin(self, path: Path_) -> str:
+        """The file the value at `path` was written in: the lab file, or a manifest it names."""
+        for end in range(len(path), 0, -1):
+            if path[:end] in self.origins:
+                return self.origins[path[:end]]
+        return self.file
 
 
 class _Stop(Exception):
@@ -96,8 +112,11 @@ class _Open:
 class _Builder:
     """Turns YAML events into plain Python data, recording the position of every key and item."""
 
-    def __init__(self, file: str):
+    def __init__(self, file: str, documents: bool = False):
         self.file = file
+        self.multi = documents  # a manifest file: several documents, each under its index
+        self.roots: list[Any] = []
+        self.base: Path_ = ()
         self.positions: dict[Path_, tuple[int, int]] = {}
         self.problems: list[Problem] = []
         self.bad_paths: list[Path_] = []  # where a problem was found: schema errors there would repeat it
@@ -121,8 +140,12 @@ class _Builder:
     def event(self, event: yaml.Event) -> None:
         if isinstance(event, yaml.DocumentStartEvent):
             self.documents += 1
-            if self.documents > 1:
+            if self.multi:
+                self.base, self.anchors, self.root = (self.documents - 1,), {}, None
+            elif self.documents > 1:
                 raise _Stop(self.fail(event.start_mark, "a lab file holds one YAML document", "remove the `---`"))
+        elif isinstance(event, yaml.DocumentEndEvent) and self.multi:
+            self.roots.append(self.root)
         elif isinstance(event, yaml.CollectionEndEvent):
             done = self.stack.pop()
             self.complete(done.value, done.size, done.anchor)
@@ -135,8 +158,8 @@ class _Builder:
 
     def path_of(self, top: _Open | None, event: yaml.NodeEvent) -> Path_:
         if top is None:
-            self.positions[()] = self.at(event.start_mark)
-            return ()
+            self.positions[self.base] = self.at(event.start_mark)
+            return self.base
         if isinstance(top.value, dict):
             assert top.key is not None
             return (*top.path, top.key)
@@ -334,7 +357,7 @@ def _text_problem(text: str, file: str) -> Problem | None:
     )
 
 
-def load_bytes(data: bytes, file: str, schema: dict[str, Any] | None = None) -> Spec:
+def load_bytes(data: bytes, file: str, schema: dict[str, Any] | None = None, base: Path | None = None) -> Spec:
     """`load_text` for the raw bytes of a file: they must be UTF-8 text of at most 1 MiB."""
     if len(data) > MAX_BYTES:
         raise SpecError([Problem(f"the file is larger than {MAX_BYTES >> 20} MiB", file, 1, 1)])
@@ -348,30 +371,164 @@ def load_bytes(data: bytes, file: str, schema: dict[str, Any] | None = None) -> 
         raise SpecError(
             [Problem(f"not UTF-8 text: byte 0x{data[bad]:02x}", file, line, col, "save the file as UTF-8")]
         ) from None
-    return load_text(text, file, schema)
+    return load_text(text, file, schema, base)
 
 
-def load_text(text: str, file: str, schema: dict[str, Any] | None = None) -> Spec:
-    """Parse and schema-check (the lab schema unless another is given); SpecError lists every problem."""
+def _parse(text: str, file: str, documents: bool = False) -> _Builder:
+    """The builder after reading `text`: its data (or documents), positions and problems."""
     bad = _text_problem(text, file)
     if bad is not None:
         raise SpecError([bad])
-    builder = _Builder(file)
+    builder = _Builder(file, documents)
     try:
-        data = builder.build(yaml.parse(text, Loader=_Loader))
+        builder.build(yaml.parse(text, Loader=_Loader))
     except _Stop as stop:
         raise SpecError([*builder.problems, stop.problem]) from None
     except yaml.YAMLError as err:
         raise SpecError([*builder.problems, _syntax_problem(err, text, file)]) from None
+    return builder
+
+
+def load_text(text: str, file: str, schema: dict[str, Any] | None = None, base: Path | None = None) -> Spec:
+    """Parse and schema-check (the lab schema unless another is given); SpecError lists every problem.
+
+    A lab file's `networkPolicies: [{file: PATH}]` are read from PATH (relative to `base`, the
+    lab file's folder by default) and stand in its place, located in their own file."""
+    builder = _parse(text, file)
+    data = builder.root
     if not isinstance(data, dict):
         raise SpecError(builder.problems or [_not_a_mapping(data, file, builder.positions.get((), (1, 1)))])
     spec = Spec(data, file, builder.positions)
+    if schema is None or schema is lab_schema():
+        _read_manifests(spec, Path(file).parent if base is None else base, builder)
     located = schema_problems(spec, data, schema or lab_schema())
     found = [p for path, p in located if not any(path[: len(bad)] == bad for bad in builder.bad_paths)]
-    problems = sorted(builder.problems + found, key=lambda p: (p.line, p.col))
+    problems = sorted(builder.problems + found, key=lambda p: (p.file != file, p.file, p.line, p.col))
     if problems:
         raise SpecError(capped(problems))
     return spec
+
+
+# -- manifests ------------------------------------------------------------------------------------
+
+POLICIES = "networkPolicies"
+
+
+def _read_manifests(spec: Spec, base: Path, builder: _Builder) -> None:
+    """Replace each `{file: PATH}` of networkPolicies by the NetworkPolicies of that manifest.
+
+    The items are renumbered, their positions moved with them; a manifest's items keep its own
+    lines and its name (Spec.origins). A file that cannot be used is a problem at its `file:` key.
+    """
+    items = spec.data.get(POLICIES)
+    if not isinstance(items, list) or not any(isinstance(i, dict) and "file" in i for i in items):
+        return
+    expanded: list[Any] = []
+    positions = {p: v for p, v in spec.positions.items() if p[:1] != (POLICIES,) or len(p) == 1}
+    for index, item in enumerate(items):
+        path: Path_ = (POLICIES, index)
+        read = None
+        if isinstance(item, dict) and isinstance(item.get("file"), str):
+            read = _manifest(spec, path, base / item["file"], builder)
+        if read is None:  # an inline policy, or a file that could not be used (its problem is told)
+            if isinstance(item, dict) and "file" in item:
+                builder.bad_paths.append((POLICIES, len(expanded)))
+            _move(spec.positions, path, {(): (POLICIES, len(expanded))}, positions)
+            expanded.append(item)
+            continue
+        for policy, at, moves, file in read:
+            where = (POLICIES, len(expanded))
+            _move(at, (), {old: (*where, *new) for old, new in moves.items()}, positions)
+            spec.origins[where] = file
+            expanded.append(policy)
+    spec.data[POLICIES] = expanded
+    spec.positions = positions
+
+
+def _move(
+    source: dict[Path_, tuple[int, int]], prefix: Path_, moves: dict[Path_, Path_], into: dict[Path_, tuple[int, int]]
+) -> None:
+    """Copy the positions under `prefix` into `into`, each under the longest of `moves` it starts with."""
+    for path, at in source.items():
+        if path[: len(prefix)] != prefix:
+            continue
+        rest = path[len(prefix) :]
+        for end in range(len(rest), -1, -1):
+            if rest[:end] in moves:
+                into[(*moves[rest[:end]], *rest[end:])] = at
+                break
+
+
+Manifest = tuple[dict[str, Any], dict[Path_, tuple[int, int]], dict[Path_, Path_], str]
+
+
+def _manifest(spec: Spec, path: Path_, file: Path, builder: _Builder) -> list[Manifest] | None:
+    """The NetworkPolicies of a manifest file — (item, its positions, path moves, file name) each —
+    or None when the file cannot be used (the problems are added to the builder's)."""
+    here = spec.problem((*path, "file"), "")
+    where = _where(path)
+
+    def problem(message: str, hint: str = "") -> None:
+        builder.problems.append(Problem(f"{where}: {message}", here.file, here.line, here.col, hint))
+
+    if len(spec.data[POLICIES][path[1]]) > 1:
+        others = ", ".join(_clip(str(k), 40) for k in spec.data[POLICIES][path[1]] if k != "file")
+        problem(
+            f"`file:` stands alone, not with {others}", "a policy is written here or read from a manifest, not both"
+        )
+        return None
+    try:
+        if not file.is_file():  # a FIFO or a device would block or never end
+            problem(
+                f"{_clip(str(file))}: {'not a regular file' if file.exists() else 'no such file'}",
+                "the path is relative to the lab file",
+            )
+            return None
+        with file.open("rb") as handle:
+            raw = handle.read(MAX_BYTES + 1)
+    except (OSError, ValueError) as err:
+        problem(f"{_clip(str(file))}: cannot read: {getattr(err, 'strerror', None) or err}")
+        return None
+    name = str(file)
+    try:
+        parsed = _parse(_decoded(raw, name), name, documents=True)
+    except SpecError as err:
+        builder.problems.extend(err.problems)
+        return None
+    if parsed.problems:
+        builder.problems.extend(parsed.problems)
+        return None
+    found: list[Manifest] = []
+    rejected = False
+    for index, document in enumerate(parsed.roots):
+        if document is None:  # an empty document: a trailing `---`
+            continue
+        at = {p[1:]: v for p, v in parsed.positions.items() if p[:1] == (index,) and p[1:] not in manifests.DROPPED}
+        converted = manifests.policy_item(document)
+        if isinstance(converted, manifests.Rejected):
+            line, col = at.get(converted.path, at.get((), (1, 1)))
+            builder.problems.append(Problem(converted.message, name, line, col, converted.hint))
+            rejected = True
+            continue
+        found.append((converted.item, at, converted.moves, name))
+    if rejected:
+        return None
+    if not found:
+        problem(f"{_clip(name)} holds no NetworkPolicy", "a manifest of kind: NetworkPolicy")
+        return None
+    return found
+
+
+def _decoded(raw: bytes, file: str) -> str:
+    if len(raw) > MAX_BYTES:
+        raise SpecError([Problem(f"the file is larger than {MAX_BYTES >> 20} MiB", file, 1, 1)])
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise SpecError(
+            [Problem(f"not UTF-8 text: byte 0x{raw[err.start]:02x}", file, line, 1, "save the file as UTF-8")]
+        ) from None
 
 
 def capped(problems: list[Problem]) -> list[Problem]:
@@ -521,9 +678,11 @@ def _object_problems(spec: Spec, path: Path_, errors: list[jsonschema.Validation
         hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(known)
         if close:
             missing.pop(close[0], None)
-        found.append(((*path, key), spec.problem((*path, key), f"{_where(path)}: unknown key {_shorten(key)}", hint)))
+        found.append(
+            ((*path, key), spec.problem((*path, key), f"{spec.where(path)}: unknown key {_shorten(key)}", hint))
+        )
     for key in missing:
-        found.append((path, spec.problem(path, f"{_where(path)}: missing key {key!r}", _describe_key(errors, key))))
+        found.append((path, spec.problem(path, f"{spec.where(path)}: missing key {key!r}", _describe_key(errors, key))))
     return found
 
 
@@ -547,7 +706,7 @@ def _value_problem(spec: Spec, path: Path_, error: jsonschema.ValidationError) -
         message = f"key {message}"
     elif repr(error.instance) and message.startswith(repr(error.instance)):
         message = _shorten(error.instance) + message[len(repr(error.instance)) :]
-    where = _where(path[:-1] if "propertyNames" in error.schema_path else path)
+    where = spec.where(path[:-1] if "propertyNames" in error.schema_path else path)
     return path, spec.problem(path, f"{where}: {_clip(message)}", hint)
 
 

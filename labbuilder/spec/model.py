@@ -6,6 +6,7 @@ the views. Nothing here performs I/O.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Literal
@@ -13,12 +14,16 @@ from typing import Literal
 ROUTER = "router"  # the key of the lab's router: in the plan, in references, in container labels
 
 Role = Literal["controller", "worker"]
-Protocol = Literal["TCP", "UDP"]
+Protocol = Literal["TCP", "UDP", "SCTP"]
 CniMode = Literal["bridge", "ptp", "vxlan"]
 RouteMode = Literal["router", "nodes"]
 ProxyStyle = Literal["current", "2018"]
-ServiceType = Literal["ClusterIP", "NodePort"]
+ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
+TrafficPolicy = Literal["Cluster", "Local"]  # externalTrafficPolicy / internalTrafficPolicy
 PodApp = Literal["server", "dns"]
+PolicyType = Literal["Ingress", "Egress"]
+SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # the apiserver sets it on every namespace
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,9 @@ class Pod:
 class PodPort:
     port: int
     protocol: Protocol = "TCP"
+    name: str = (
+        ""  # a container port's name: a service's `targetPort: NAME` and a policy's `port: NAME` resolve to it, per pod
+    )
 
 
 @dataclass(frozen=True)
@@ -110,7 +118,7 @@ class Endpoint:
 @dataclass(frozen=True)
 class ServicePort:
     port: int
-    target_port: int
+    target_port: int | str  # a number, or a container port's name (resolved per pod into Endpoint.port)
     protocol: Protocol = "TCP"
     name: str = ""
     node_port: int | None = None
@@ -128,6 +136,12 @@ class Service:
     endpoints: dict[str, tuple[Endpoint, ...]] = field(default_factory=dict)
     session_affinity: bool = False
     affinity_timeout: int = 10800
+    external_traffic_policy: TrafficPolicy = "Cluster"  # Local: node ports and LB IPs to local endpoints only
+    internal_traffic_policy: TrafficPolicy = "Cluster"  # Local: the ClusterIP to the client node's endpoints only
+    external_ips: tuple[IPv4Address, ...] = ()  # `externalIPs`: routed to the nodes by the lab's router
+    load_balancer_ips: tuple[IPv4Address, ...] = ()  # type LoadBalancer: status.loadBalancer.ingress
+    load_balancer_source_ranges: tuple[IPv4Network, ...] = ()  # only these clients may use the LB IPs
+    health_check_node_port: int | None = None  # LoadBalancer + Local: kube-proxy answers /healthz here
 
     @property
     def ref(self) -> str:
@@ -137,6 +151,19 @@ class Service:
     def headless(self) -> bool:
         """No ClusterIP: kube-proxy leaves it alone, DNS answers with its endpoints' addresses."""
         return self.cluster_ip is None
+
+    @property
+    def external_local(self) -> bool:
+        """Traffic from outside (node ports, external and LB IPs) goes to local endpoints only.
+
+        kube-proxy's ExternalPolicyForExternalIP: the policy only matters when something external
+        reaches the service, that is a NodePort/LoadBalancer type or an external IP."""
+        externally = self.type != "ClusterIP" or bool(self.external_ips)
+        return externally and self.external_traffic_policy == "Local"
+
+    @property
+    def internal_local(self) -> bool:
+        return self.internal_traffic_policy == "Local"
 
 
 @dataclass(frozen=True)
@@ -149,6 +176,17 @@ class HttpCheck:
     ca: Literal["lab"] | None = None  # verify with the lab's CA (its path in the node); None with tls: -k
     host: str | None = None  # the name to dial instead of the target's address (resolved by the source)
     contains: str | None = None  # a text the body must hold
+
+
+@dataclass(frozen=True)
+class MatrixCheck:
+    """Every serving pod to every other on one port: the measured truth table must equal `expect`,
+    or when it is None, the table the lab's NetworkPolicies imply."""
+
+    port: int = 80
+    protocol: Protocol = "TCP"
+    group: Literal["pods", "namespaces"] = "pods"
+    expect: str | None = None  # a truth table as the e2e suite prints it (spec/truthtable.py)
 
 
 @dataclass(frozen=True)
@@ -167,6 +205,124 @@ class Check:
     dns: str | None = None
     answer: str | None = None
     http: HttpCheck | None = None  # a reach check that also makes this request
+    matrix: MatrixCheck | None = None  # the reachability matrix of the lab's pods
+
+
+@dataclass(frozen=True)
+class SelectorRequirement:
+    key: str
+    operator: SelectorOperator
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.operator == "In":
+            return self.key in labels and labels[self.key] in self.values
+        if self.operator == "NotIn":  # as labels.Selector: a missing key is "not in" any set
+            return self.key not in labels or labels[self.key] not in self.values
+        if self.operator == "Exists":
+            return self.key in labels
+        return self.key not in labels
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """metav1.LabelSelector: every matchLabels pair AND every expression; the empty selector selects all."""
+
+    match_labels: tuple[tuple[str, str], ...] = ()
+    match_expressions: tuple[SelectorRequirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels) and all(
+            e.matches(labels) for e in self.match_expressions
+        )
+
+    @property
+    def empty(self) -> bool:
+        return not self.match_labels and not self.match_expressions
+
+    def __str__(self) -> str:
+        """As kubectl prints a selector (metav1.FormatLabelSelector): requirements sorted by key,
+        values sorted — `pod=a,tier in (db,web)`, `!canary` — and `<none>` for the empty one."""
+        parts = [(k, f"{k}={v}") for k, v in self.match_labels]
+        for e in self.match_expressions:
+            values = ",".join(sorted(e.values))
+            text = {"In": f"{e.key} in ({values})", "NotIn": f"{e.key} notin ({values})", "Exists": e.key}
+            parts.append((e.key, text.get(e.operator, f"!{e.key}")))
+        return ",".join(text for _, text in sorted(parts, key=lambda part: part[0])) or "<none>"
+
+
+@dataclass(frozen=True)
+class IPBlock:
+    cidr: IPv4Network
+    except_: tuple[IPv4Network, ...] = ()
+
+    def __contains__(self, ip: object) -> bool:
+        return isinstance(ip, IPv4Address) and ip in self.cidr and not any(ip in e for e in self.except_)
+
+
+@dataclass(frozen=True)
+class PolicyPeer:
+    """One `from`/`to` item: an ipBlock, or pods chosen by podSelector and/or namespaceSelector (AND)."""
+
+    pod_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    ip_block: IPBlock | None = None
+
+
+@dataclass(frozen=True)
+class PolicyPort:
+    protocol: Protocol = "TCP"
+    port: int | str | None = None  # None: every port of the protocol; str: a named port
+    end_port: int | None = None
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """One ingress or egress rule: no peers means every peer, no ports every port."""
+
+    peers: tuple[PolicyPeer, ...] = ()
+    ports: tuple[PolicyPort, ...] = ()
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    name: str
+    namespace: str
+    pod_selector: LabelSelector
+    policy_types: tuple[PolicyType, ...]
+    ingress: tuple[PolicyRule, ...] = ()
+    egress: tuple[PolicyRule, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    labels: tuple[tuple[str, str], ...]  # always holds kubernetes.io/metadata.name=<name>
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+
+@dataclass(frozen=True)
+class LoadBalancerRange:
+    """`loadBalancer: {range: CIDR}`: the addresses a cloud load-balancer controller hands to
+    services of type LoadBalancer, in order. The lab's router routes each to a node (compile.plan)."""
+
+    range: IPv4Network
+
+
+@dataclass(frozen=True)
+class HostKernel:
+    """What the host kernel offers that a lab may need. Read from /proc by the layers that may do
+    I/O (engine.kernel) and handed to resolve; the defaults (everything there) keep pure callers,
+    unit tests and a running lab's own model free of host facts."""
+
+    sctp: bool = True  # /proc/net/sctp: the sctp module is loaded
 
 
 @dataclass(frozen=True)
@@ -179,12 +335,22 @@ class Lab:
     services: tuple[Service, ...] = ()
     checks: tuple[Check, ...] = ()
     proxy_style: ProxyStyle = "current"
+    load_balancer: LoadBalancerRange | None = None
+    namespaces: tuple[Namespace, ...] = ()  # every namespace pods, services or policies use
+    network_policies: tuple[NetworkPolicy, ...] = ()
 
     def node(self, name: str) -> Node:
         for node in self.nodes:
             if node.name == name:
                 return node
         raise KeyError(name)
+
+    def namespace(self, name: str) -> Namespace:
+        for namespace in self.namespaces:
+            if namespace.name == name:
+                return namespace
+        # A namespace the lab never declared still carries the label the apiserver always sets.
+        return Namespace(name, ((NAMESPACE_NAME_LABEL, name),))
 
     @property
     def pods(self) -> tuple[Pod, ...]:

@@ -47,7 +47,7 @@ def validate(data: bytes) -> None:
     """What `validate` runs (in under a second), then the planner on what it accepts: SpecError or nothing."""
     start = time.perf_counter()
     try:
-        lab = build_model(load_bytes(data, FILE)).lab
+        lab = build_model(load_bytes(data, FILE, base=LABS)).lab  # the manifests of labs/netpol.yaml
     except SpecError as err:
         assert err.problems
         for problem in err.problems:

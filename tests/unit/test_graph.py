@@ -185,3 +185,21 @@ def test_the_graph_draws_the_bridge_the_plan_builds(name):
     assert drawn == built
     if name == "flannel":
         assert drawn == {"cni0"}
+
+
+def test_policies_overlay_draws_the_allowed_edges():
+    from labbuilder.compile.netpol.semantics import expected_matrix
+    from labbuilder.present.graph import allowed_edges, render
+    from labbuilder.spec.lab_file import resolve_file
+    from tests.conftest import ROOT
+
+    lab = resolve_file(str(ROOT / "tests/integration/labs/kr-bridge.yaml"))[1].lab
+    table = expected_matrix(lab, 80, "TCP")
+    edges = {(a.ref, b.ref) for a, b in allowed_edges(lab, (80, "TCP"))}
+    names = {p.ref.split("-")[0]: p.ref for p in lab.pods}  # x/a → x/a-<hash>-<hash>
+    want = {(names[f], names[t]) for f in table.froms for t in table.tos if f != t and table.mark(f, t) == "."}
+    assert edges == want and (names["y/a"], names["x/b"]) in edges and (names["y/a"], names["x/a"]) not in edges
+    dot = render(lab, "dot", policies=(80, "TCP"))
+    assert dot.count('color="#2e7d32"') == len(edges)
+    assert 'class="allowed"' in render(lab, "html", policies=(80, "TCP"))
+    assert 'class="allowed"' not in render(lab, "html") and "==>" not in render(lab, "mermaid")

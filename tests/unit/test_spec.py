@@ -75,11 +75,14 @@ def bytes_problems(data: bytes) -> list[str]:
 
 @pytest.mark.parametrize("path", sorted(LABS.glob("*.yaml")), ids=lambda p: p.name)
 def test_the_c_parser_gives_the_pure_python_positions(path, monkeypatch):
-    fast = load_text(path.read_text(), "lab.yaml")
+    fast = load_text(path.read_text(), "lab.yaml", base=LABS)
     monkeypatch.setattr(loader, "_Loader", yaml.SafeLoader)
-    slow = load_text(path.read_text(), "lab.yaml")
-    assert (fast.data, fast.positions) == (slow.data, slow.positions)
-    assert fast.data == yaml.safe_load(path.read_text()) | {"checks": fast.data.get("checks", [])}
+    slow = load_text(path.read_text(), "lab.yaml", base=LABS)
+    assert (fast.data, fast.positions, fast.origins) == (slow.data, slow.positions, slow.origins)
+    raw = yaml.safe_load(path.read_text())
+    if "networkPolicies" in raw:  # `file:` items are read from their manifests: PyYAML knows nothing of that
+        raw["networkPolicies"] = fast.data["networkPolicies"]
+    assert fast.data == raw | {"checks": fast.data.get("checks", [])}
 
 
 @pytest.mark.parametrize(

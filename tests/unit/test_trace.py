@@ -79,3 +79,31 @@ def test_from_and_to_accept_pods_by_prefix_nodes_services_and_ips():
         source_place(lab, "pod/busybox")
     with pytest.raises(LabError, match="a service is not a place"):
         source_place(lab, "service/nginx")
+
+
+def test_policy_notes_name_the_policy_rule_and_the_reject():
+    from dataclasses import replace
+
+    from labbuilder.compile.netpol import names
+    from labbuilder.observe.tracer import Hit, Hop, Visit, policy_notes
+    from labbuilder.spec.lab_file import resolve_file
+    from labbuilder.spec.refs import place
+    from tests.conftest import ROOT
+
+    lab = resolve_file(str(ROOT / "tests/integration/labs/kr-bridge.yaml"))[1].lab
+    xb = next(p for p in lab.pods if p.ref.startswith("x/b"))
+    fw, policy = names.pod_chain("x", xb.name), names.policy_chain("x", "allow-y-to-b")
+    mark = f"-A {policy} -p tcp -m tcp --dport 80 -j MARK --set-xmark 0x10000/0x10000"
+    hits = [
+        Hit("filter", "KUBE-ROUTER-FORWARD", f"JUMP:{fw}", f"-A KUBE-ROUTER-FORWARD -d {xb.ip}/32 -j {fw}"),
+        Hit("filter", fw, f"JUMP:{policy}", f"-A {fw} -j {policy}"),
+        Hit("filter", policy, "CONTINUE", mark),
+    ]
+    hop = Hop(place(lab, "node/worker-1"), [Visit("FORWARD", {}, hits)])
+    assert policy_notes(lab, [hop]) == [
+        f"node worker-1: policy x/allow-y-to-b allows it ({policy}, pod firewall {fw} of {xb.ref}): {mark}"
+    ]
+    reject = Hit("filter", fw, "REJECT", f"-A {fw} -m mark ! --mark 0x10000/0x10000 -j REJECT")
+    hop.visits[0].hits[1:] = [reject]
+    assert "kube-router REJECTs it" in policy_notes(lab, [hop])[0]
+    assert policy_notes(replace(lab, network_policies=()), [hop]) == []

@@ -82,4 +82,4 @@ def masquerade(lab: Lab, node: Node) -> list[Table]:
     return [nat]
 
 
-MODE = CniMode("bridge", links, masquerade, pod_bridge=lambda lab: lab.cni.bridge)
+MODE = CniMode("bridge", links, masquerade, pod_bridge=lambda lab: lab.cni.bridge, masquerades_pods=True)

@@ -22,6 +22,13 @@ class CniMode:
     masquerade: Callable[[Lab, Node], list[Table]]  # the mode's own nat/filter rules on a node
     pod_bridge: Callable[[Lab], str | None]  # the bridge a node's pods hang on; None: ptp links
     overlay: str | None = None  # what carries pod traffic between nodes, when it is not routing
+    # ipMasq reaches pod-to-pod traffic between nodes too: the bridge plugin exempts only its own
+    # node's subnet (kindnet and flannel exempt the whole cluster podCIDR).
+    masquerades_pods: bool = False
+
+    def hides_pod_sources(self, lab: Lab) -> bool:
+        """Pods on other nodes arrive as their node's address: selectors cannot match them."""
+        return self.masquerades_pods and lab.cni.ip_masq
 
     def router_routes(self, lab: Lab) -> bool:
         """The lab router holds a route per podCIDR (the VPC routes of KTHW)."""
