@@ -426,9 +426,12 @@ def resolve_exec_target(lab: str, target: str) -> tuple[str, str | None, str | N
     from labbuilder.spec import refs
 
     handle = lab_handle(lab)
-    where = refs.place(handle.model(), target)
-    handle.require([where.key])
-    return handle.containers[where.key].name, where.netns, where.pod.name if where.pod else None
+    try:
+        where = refs.place(handle.model(), target)
+        handle.require([where.key])
+        return handle.containers[where.key].name, where.netns, where.pod.name if where.pod else None
+    finally:
+        handle.engine.close()  # exec replaces this process: no exit handler would remove a helper
 
 
 COMMANDS: list[click.Command] = [get, exec_command]

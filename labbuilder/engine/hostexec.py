@@ -233,8 +233,8 @@ class HelperExec:
             if getattr(err, "status_code", None) not in (404, 409):
                 with docker_errors(f"the helper container on engine {self.engine.name} failed"):
                     raise
-            with self._lock:
-                self._container = None
+            _debug(f"helper on engine {self.engine.name} gone ({err}): starting another")
+            self.close()
             with docker_errors(f"the helper container on engine {self.engine.name} failed"):
                 return self._ask_once(request)
 

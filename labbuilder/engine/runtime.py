@@ -16,6 +16,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -254,15 +255,17 @@ class Engine:
         self.endpoint = resolve_endpoint(context) if client is None else Endpoint(context or LOCAL, client.api.base_url)
         self._client = client
         self._host: HostExec | None = None
+        self._host_lock = threading.Lock()  # threads ask for it at once: one helper, not one each
 
     @property
     def host(self) -> HostExec:
         """Where work beside the engine runs: this host, or a helper container on the engine's."""
-        if self._host is None:
-            from labbuilder.engine.hostexec import HelperExec, LocalExec
+        with self._host_lock:
+            if self._host is None:
+                from labbuilder.engine.hostexec import HelperExec, LocalExec
 
-            self._host = HelperExec(self) if self.remote else LocalExec()
-        return self._host
+                self._host = HelperExec(self) if self.remote else LocalExec()
+            return self._host
 
     def close(self) -> None:
         """Let go of what this engine object started (the helper container, if any)."""

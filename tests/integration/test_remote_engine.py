@@ -6,13 +6,15 @@ this host's engine without a trace of it and this host's own namespace unchanged
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ROOT, host_state, labbuilder, sh
+from tests.integration.conftest import LABBUILDER, ROOT, host_state, labbuilder, sh
 
 pytestmark = pytest.mark.docker
 
@@ -24,6 +26,22 @@ SCRIPT = str(ROOT / "scripts" / "second-engine.sh")
 
 def on_second(*argv: str, check: bool = True) -> str:
     return sh("docker", "--context", SECOND, *argv, check=check).stdout
+
+
+def orphans() -> list[str]:
+    """Helpers whose starting process (label `labbuilder.helper=<host>:<pid>`) has exited: what a
+    command that did not remove its helper leaves. Helpers of live processes (another test
+    session's `serve`, say) are theirs."""
+    out = on_second(
+        "ps", "-a", "--filter", "label=labbuilder.helper", "--format", '{{.Names}} {{.Label "labbuilder.helper"}}'
+    )
+    left = []
+    for line in out.splitlines():
+        name, owner = line.split()
+        host, _, pid = owner.rpartition(":")
+        if host != socket.gethostname() or not Path(f"/proc/{pid}").exists():
+            left.append(name)
+    return left
 
 
 def labelled(label: str, context: str = SECOND) -> list[str]:
@@ -57,9 +75,9 @@ def test_up_took_the_helper_path_and_the_helper_went_away(remote_lab):
         remote_lab
     )
     deadline = time.monotonic() + 10
-    while labelled("labbuilder.helper") and time.monotonic() < deadline:
+    while orphans() and time.monotonic() < deadline:
         time.sleep(0.2)  # removed when the command exits; Docker may take a moment
-    assert labelled("labbuilder.helper") == []
+    assert orphans() == []
 
 
 def test_the_lab_lives_on_the_second_engine_only(remote_lab):
@@ -99,7 +117,14 @@ def test_reset_repairs_a_sabotaged_lab_through_the_helper(remote_lab):
 
 
 def test_down_leaves_the_engine_clean_and_this_host_unchanged(remote_lab, host_before):
+    done = subprocess.run(
+        [*LABBUILDER, "--context", SECOND, "exec", LAB, "worker-1/busybox", "--", "ip", "-o", "addr", "show", "eth0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and "10.200.1.3/24" in done.stdout  # exec reaches the same engine
     labbuilder("--context", SECOND, "down", LAB)
-    assert labelled("labbuilder.lab") == []
-    assert labelled("labbuilder.helper") == []
+    assert labelled(f"labbuilder.lab={LAB}") == []
+    assert orphans() == []  # exec too removed its helper before handing over to docker exec
     assert host_state() == host_before

@@ -149,6 +149,10 @@ class FakeContainer:
     def __init__(self, gone: bool = False):
         self.gone = gone
         self.calls = 0
+        self.removed = False
+
+    def remove(self, force: bool) -> None:
+        self.removed = force
 
     def exec_run(self, argv, demux):
         self.calls += 1
@@ -166,5 +170,6 @@ def test_a_helper_that_went_away_is_replaced_once(monkeypatch):
     monkeypatch.setattr("atexit.register", lambda f: None)
     assert remote.run(["echo", "again"]) == (0, "again\n")
     assert [c.calls for c in started] == [1, 1]
+    assert [c.removed for c in started] == [True, False]  # the gone one is not left behind
     assert remote.run(["true"]) == (0, "")  # the new helper stays
     assert [c.calls for c in started] == [1, 2]
