@@ -198,7 +198,7 @@ class HelperExec:
                 detach=True,
                 stop_signal="SIGKILL",
             )
-        _debug(f"engine {self.engine.name} is not this host: host work runs in helper container {name}")
+        _debug(f"engine {self.engine.name}: host work runs in helper container {name}")
         return container
 
     def _image(self) -> str:
