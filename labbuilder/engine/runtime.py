@@ -177,8 +177,12 @@ def resolve_endpoint(context: str | None = None, environ: Mapping[str, str] | No
     if not name and not env.get("DOCKER_HOST"):
         name = env.get("DOCKER_CONTEXT") or current_context(env)
     if name in ("", LOCAL, "default"):
+        # DOCKER_HOST with DOCKER_TLS_VERIFY / DOCKER_CERT_PATH, read as docker-py reads them
+        from docker.utils import kwargs_from_env
+
+        settings = kwargs_from_env(environment=dict(env) or {"DOCKER_HOST": ""})
         host = env.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-        return Endpoint(LOCAL if host.startswith(LOCAL_SCHEMES) else host, host)
+        return Endpoint(LOCAL if host.startswith(LOCAL_SCHEMES) else host, host, settings.get("tls"))
     found = read_context(name, env)
     if found is None:
         raise EngineError(
@@ -191,8 +195,8 @@ def resolve_endpoint(context: str | None = None, environ: Mapping[str, str] | No
 def connect(endpoint: Endpoint | None = None) -> docker.DockerClient:
     where = endpoint or resolve_endpoint(LOCAL)
     try:
-        if endpoint is None or (where.name == LOCAL and where.tls is None):
-            client = docker.from_env(timeout=TIMEOUT)  # DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH
+        if where.base_url.startswith(LOCAL_SCHEMES) and where.tls is None:
+            client = docker.DockerClient(base_url=where.base_url, timeout=TIMEOUT)
         else:
             client = docker.DockerClient(
                 base_url=where.base_url,
@@ -207,11 +211,11 @@ def connect(endpoint: Endpoint | None = None) -> docker.DockerClient:
             client.api._version = str(client.api.version(api_version=False)["ApiVersion"])
         client.ping()
     except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
-        hint = (
-            "start it with `bash scripts/ensure-docker.sh` (installs and starts dockerd)"
-            if where.name == LOCAL and not where.remote
-            else f"is the engine at {where.base_url} running and reachable? `docker --context {where.name} info`"
-        )
+        if where.name == LOCAL and not where.remote:
+            hint = "start it with `bash scripts/ensure-docker.sh` (installs and starts dockerd)"
+        else:
+            cli = " ".join(where.cli_args) if where.from_context else f"-H {where.base_url}"
+            hint = f"is the engine at {where.base_url} running and reachable? `docker {cli} info`"
         raise EngineError(f"cannot reach the Docker engine {where.name}: {_explain(err)}", hint, str(err)) from None
     return client
 

@@ -74,6 +74,19 @@ def test_a_context_with_tls_carries_the_context_s_certificates_verified(config):
     assert resolve_endpoint(None, env(config, DOCKER_HOST="tcp://x:1")).cli_args == []  # the CLI reads it too
 
 
+def test_docker_host_with_tls_as_docker_reads_it(config):
+    certs = config / "certs"
+    certs.mkdir()
+    for file in ("ca.pem", "cert.pem", "key.pem"):
+        (certs / file).write_text("-----BEGIN CERTIFICATE-----\n")
+    chosen = resolve_endpoint(
+        None, env(config, DOCKER_HOST="tcp://10.1.1.1:2376", DOCKER_TLS_VERIFY="1", DOCKER_CERT_PATH=str(certs))
+    )
+    assert (chosen.name, chosen.remote, chosen.from_context) == ("tcp://10.1.1.1:2376", True, False)
+    assert chosen.tls.ca_cert == str(certs / "ca.pem") and chosen.tls.verify is True  # type: ignore[attr-defined]
+    assert resolve_endpoint(None, env(config, DOCKER_HOST="tcp://10.1.1.1:2375")).tls is None
+
+
 def test_tcp_and_ssh_are_remote_a_unix_socket_is_this_host(config):
     assert resolve_endpoint("plain", env(config)).remote
     assert resolve_endpoint("far", env(config)).remote
