@@ -79,6 +79,7 @@ def validate(lab_file: str) -> None:
     from labbuilder.engine.kernel import host_kernel
     from labbuilder.spec.lab_file import resolve_file
 
+    # This host's kernel facts: validate and plan touch no engine (`up` asks the engine's own).
     _, resolved = resolve_file(lab_file, kernel=host_kernel())
     for warning in resolved.warnings:
         click.echo(str(warning), err=True)

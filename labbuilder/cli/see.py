@@ -134,7 +134,7 @@ def trace(lab: str, source: str, destination: str, fmt: str) -> None:
 @click.option("--image", help="node image tag the script uses (default: this labbuilder's)")
 @user_errors
 def render(lab: str, fmt: str, name: str | None, output: str | None, image: str | None) -> None:
-    """Print the shell commands that build LAB by hand: docker run, ip, iptables-restore.
+    """Print the shell commands that build LAB by hand: docker run, ip, iptables-restore, nft.
 
     The same lab `labbuilder up` builds, as a script to read or run (as root, with Docker and
     the node image). Its containers carry the labbuilder.lab label, so `labbuilder down`

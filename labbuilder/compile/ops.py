@@ -30,7 +30,7 @@ class Phase(IntEnum):
     ROUTES = 2  # routes (netlink), after the addresses that make their gateways reachable
     FILES = 3  # files (one archive)
     IPSETS = 4  # ipset restore (kube-router's sets), before the rules that match on them
-    RULES = 5  # iptables-restore of whole tables
+    RULES = 5  # iptables-restore of whole tables, then nft -f of kube-proxy's table (nftables mode)
     PROCESSES = 6  # long-running processes, started once (pidfiles)
 
 
@@ -273,6 +273,21 @@ class Ipsets:
 
 
 @dataclass(frozen=True)
+class Nftables:
+    """A whole nftables table (`table ip kube-proxy`), replaced atomically by one `nft -f`."""
+
+    ns: Ns
+    family: str  # "ip"
+    table: str  # "kube-proxy"
+    payload: str  # add table; delete table; the table's transaction — one transaction
+
+    phase: ClassVar[Phase] = Phase.RULES
+
+    def describe(self) -> str:
+        return f"nft -f - <<'EOF'\n{self.payload.rstrip()}\nEOF"
+
+
+@dataclass(frozen=True)
 class Process:
     """A long-running process, in a pod netns when ns.netns is set; `name` keys its pidfile."""
 
@@ -307,6 +322,7 @@ Op = (
     | WriteFile
     | Ipsets
     | Iptables
+    | Nftables
     | Process
 )
 

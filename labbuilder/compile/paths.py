@@ -7,6 +7,7 @@ STATE_DIR = "/run/labbuilder"  # inside each node: what labbuilder keeps there
 PID_DIR = f"{STATE_DIR}/pids"  # one pidfile per process it started, named after the process
 RULES_FILE = f"{STATE_DIR}/iptables.rules"  # the iptables-restore payload last applied
 IPSETS_FILE = f"{STATE_DIR}/ipsets.restore"  # the ipset restore payload last applied (kube-router's sets)
+NFT_FILE = f"{STATE_DIR}/kube-proxy.nft"  # the nft -f payload last applied (kube-proxy's nftables mode)
 BUILD_SCRIPT = f"{STATE_DIR}/build.sh"  # what a fresh container ran to make its plan true
 PODSERVER_CONF = "/etc/labbuilder/podserver.json"  # the pods a node's podserver answers for
 DNSMASQ_CONF = "/etc/labbuilder/dnsmasq.conf"  # the cluster DNS's records, in the DNS pod's node

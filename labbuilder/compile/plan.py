@@ -14,10 +14,9 @@ from functools import cached_property
 
 from labbuilder.compile import announce, kubelet, pki
 from labbuilder.compile.cni import mode_for
-from labbuilder.compile.kubeproxy import kube_proxy_tables, per_node
-from labbuilder.compile.netfilter import Restore
+from labbuilder.compile.kubeproxy.mode import KubeProxy
 from labbuilder.compile.netpol.kube_router import KubeRouter, kube_router
-from labbuilder.compile.ops import ROUTER, Address, Bridge, Ipsets, Iptables, LinkUp, Master, Ns, Op, Route, Veth
+from labbuilder.compile.ops import ROUTER, Address, Bridge, Ipsets, LinkUp, Master, Ns, Op, Route, Veth
 from labbuilder.spec.addressing import hashed_mac, node_mac
 from labbuilder.spec.model import Lab, Node
 
@@ -91,18 +90,16 @@ def compile_plan(lab: Lab) -> Plan:
     steps: dict[str, tuple[Op, ...]] = {ROUTER: tuple(router_steps(lab))}
     netpol = kube_router(lab)
     # kube-router's top-level jumps come first in the builtin chains (it inserts them at position
-    # 1), then kube-proxy's tables: the same on every node, computed and formatted once — unless a
-    # Local traffic policy gives each node its own.
-    jumps = [*(netpol.shared if netpol else ())]
-    shared = None if per_node(lab) else Restore([*jumps, *kube_proxy_tables(lab)])
+    # 1), then kube-proxy's rules, computed and formatted once (per node only what Local policies
+    # make differ).
+    proxy = KubeProxy(lab, first=netpol.shared if netpol else ())
     for node in lab.nodes:
-        proxy = shared or Restore([*jumps, *kube_proxy_tables(lab, node)])
         steps[node.name] = tuple(uplink_steps(lab, node)) + tuple(node_steps(lab, node, proxy, netpol))
     return Plan(lab, (router, *nodes), steps)
 
 
-def node_steps(lab: Lab, node: Node, proxy: Restore, netpol: KubeRouter | None = None) -> list[Op]:
-    """What the CNI mode, kube-proxy (its tables, `proxy`), kube-router's network-policy
+def node_steps(lab: Lab, node: Node, proxy: KubeProxy, netpol: KubeRouter | None = None) -> list[Op]:
+    """What the CNI mode, kube-proxy (its rules, `proxy`), kube-router's network-policy
     controller (`netpol`, when the lab has policies) and the kubelet make on a node."""
     mode = mode_for(lab)
     # kube-proxy's rules come first: its POSTROUTING jump (hairpin masquerade) must run before the
@@ -112,7 +109,7 @@ def node_steps(lab: Lab, node: Node, proxy: Restore, netpol: KubeRouter | None =
     return [
         *mode.links(lab, node),
         *sets,
-        Iptables(Ns(node.name), proxy.render(own)),
+        *proxy.ops(node, own),
         *pki.node_files(lab, node.name),
         *kubelet.resolv_files(lab, node),
         *kubelet.pod_processes(lab, node),

@@ -3,7 +3,8 @@
 A new container holds nothing yet, so its operations can run as plain commands without the
 ensure-semantics of netlink: pod namespaces, then one `ip -batch` (or `bridge -batch`) per
 namespace for the links and one for the routes, then kube-router's `ipset restore` (the sets
-the rules match on must exist first), then one `iptables-restore` of whole tables.
+the rules match on must exist first), then one `iptables-restore` of whole tables (and one
+`nft -f` of kube-proxy's table in its nftables mode).
 Grouping keeps every dependency the plan's order has: the container's own namespace goes first
 (it makes the veths whose peers the pod namespaces then configure), and routes come after all
 links and addresses, as `PHASES` says. Pure: `engine.apply` writes it into the container and runs it.
@@ -15,7 +16,7 @@ import shlex
 from collections.abc import Sequence
 
 from labbuilder.compile.ops import AddNetns, Command, Op, Phase, by_phase
-from labbuilder.compile.paths import IPSETS_FILE, RULES_FILE
+from labbuilder.compile.paths import IPSETS_FILE, NFT_FILE, RULES_FILE
 
 
 def batches(ops: Sequence[Command]) -> list[tuple[str, str | None, list[str]]]:
@@ -35,10 +36,10 @@ def _batch(tool: str, netns: str | None, lines: list[str]) -> str:
     return f"{tool}{where} -batch - <<'EOF'\n" + "\n".join(lines) + "\nEOF"
 
 
-def build_script(key: str, ops: Sequence[Op], rules: bool, ipsets: bool = False) -> str:
+def build_script(key: str, ops: Sequence[Op], rules: bool, ipsets: bool = False, nft: bool = False) -> str:
     """The commands for container `key`'s own operations (those made from another container's
-    side, the uplink veths, are not in it); `ipsets`, `rules`: restore IPSETS_FILE, then
-    RULES_FILE, at the end."""
+    side, the uplink veths, are not in it); at the end, as flagged: restore IPSETS_FILE, then
+    RULES_FILE, then load NFT_FILE (kube-proxy's table, one transaction)."""
     phases = by_phase(op for op in ops if op.ns.container == key)
     lines = ["set -e"]
     lines += [
@@ -53,4 +54,6 @@ def build_script(key: str, ops: Sequence[Op], rules: bool, ipsets: bool = False)
         lines.append(f"ipset restore -exist -file {IPSETS_FILE}")
     if rules:
         lines.append(f"iptables-restore {RULES_FILE}")
+    if nft:
+        lines.append(f"nft -f {NFT_FILE}")
     return "\n".join(lines) + "\n"

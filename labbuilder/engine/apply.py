@@ -16,6 +16,7 @@ from labbuilder.compile.ops import (
     Command,
     Ipsets,
     Iptables,
+    Nftables,
     Ns,
     Op,
     Phase,
@@ -24,10 +25,23 @@ from labbuilder.compile.ops import (
     WriteFile,
     by_phase,
 )
-from labbuilder.compile.paths import BUILD_SCRIPT, IPSETS_FILE, RULES_FILE
+from labbuilder.compile.paths import BUILD_SCRIPT, IPSETS_FILE, NFT_FILE, RULES_FILE
 from labbuilder.compile.script import build_script
 from labbuilder.engine.netlink import NetlinkOp
 from labbuilder.engine.runtime import LabHandle, tar_of
+
+
+def _rule_files(phases: dict[Phase, list[Op]]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """The IPSETS and RULES phases as files: kube-router's ipset restore payload, the
+    iptables-restore payload, and kube-proxy's nft -f payload."""
+    sets = [op.payload for op in phases[Phase.IPSETS] if isinstance(op, Ipsets)]
+    rules = [op.payload for op in phases[Phase.RULES] if isinstance(op, Iptables)]
+    nft = [op.payload for op in phases[Phase.RULES] if isinstance(op, Nftables)]
+    return (
+        {IPSETS_FILE: sets[-1]} if sets else {},
+        {RULES_FILE: rules[-1]} if rules else {},
+        {NFT_FILE: nft[-1]} if nft else {},
+    )
 
 
 class Applier:
@@ -61,13 +75,9 @@ class Applier:
         containers make into it (`uplinks`) must be there already."""
         phases = by_phase(ops)
         files = {op.path: op.content for op in phases[Phase.FILES] if isinstance(op, WriteFile)}
-        rules = [op.payload for op in phases[Phase.RULES] if isinstance(op, Iptables)]
-        if rules:
-            files[RULES_FILE] = rules[-1]
-        sets = [op.payload for op in phases[Phase.IPSETS] if isinstance(op, Ipsets)]
-        if sets:
-            files[IPSETS_FILE] = sets[-1]
-        files[BUILD_SCRIPT] = build_script(key, ops, rules=bool(rules), ipsets=bool(sets))
+        sets, rules, nft = _rule_files(phases)
+        files.update(sets | rules | nft)
+        files[BUILD_SCRIPT] = build_script(key, ops, rules=bool(rules), ipsets=bool(sets), nft=bool(nft))
         # One process on this host: the files arrive as a tar on stdin, then the script runs.
         self.lab.run(key, ["sh", "-c", f"tar -x -C / && sh {BUILD_SCRIPT}"], stdin=tar_of(files))
         self.start_processes(key, [op for op in phases[Phase.PROCESSES] if isinstance(op, Process)])
@@ -78,18 +88,16 @@ class Applier:
         steps = [op for op in [*phases[Phase.LINKS], *phases[Phase.ROUTES]] if isinstance(op, NetlinkOp)]
         self.lab.netlink(steps)
         files = {op.path: op.content for op in phases[Phase.FILES] if isinstance(op, WriteFile)}
-        rules = [op.payload for op in phases[Phase.RULES] if isinstance(op, Iptables)]
-        if rules:
-            files[RULES_FILE] = rules[-1]
-        sets = [op.payload for op in phases[Phase.IPSETS] if isinstance(op, Ipsets)]
-        if sets:
-            files[IPSETS_FILE] = sets[-1]
+        sets, rules, nft = _rule_files(phases)
+        files.update(sets | rules | nft)
         if files:
             self.lab.put_files(key, files)
         if sets:
             self.restore_ipsets(key)
         if rules:
             self.restore_rules(key)
+        if nft:
+            self.load_nftables(key)
         self.start_processes(key, [op for op in phases[Phase.PROCESSES] if isinstance(op, Process)])
 
     def restore_ipsets(self, key: str) -> None:
@@ -100,6 +108,10 @@ class Applier:
     def restore_rules(self, key: str) -> None:
         """iptables-restore of the payload already written to RULES_FILE: whole tables, atomically."""
         self.lab.run(key, ["iptables-restore", RULES_FILE])
+
+    def load_nftables(self, key: str) -> None:
+        """nft -f of the payload already written to NFT_FILE: the whole table, in one transaction."""
+        self.lab.run(key, ["nft", "-f", NFT_FILE])
 
     def add_netns(self, key: str, ops: Sequence[Op]) -> None:
         """Each pod netns once. A name under /run/netns that is not a live namespace (the mount

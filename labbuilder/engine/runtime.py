@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from labbuilder.engine.hostexec import HostExec
     from labbuilder.engine.netlink import Step
     from labbuilder.spec.load import Spec
-    from labbuilder.spec.model import Lab
+    from labbuilder.spec.model import HostKernel, Lab
 
 T = TypeVar("T")
 
@@ -325,6 +325,15 @@ class Engine:
             return memory_in_use(stats.get("memory_stats") or {})
 
         return max(0, total - sum(in_threads(used, [str(i) for i in range(len(running))]).values()))
+
+    def kernel(self) -> HostKernel:
+        """What the engine's kernel offers labs (SCTP, IPVS): read here for a local engine,
+        by the helper beside a remote one."""
+        from labbuilder.engine.kernel import PROBE, host_kernel, parse_probe
+
+        if not self.remote:
+            return host_kernel()
+        return parse_probe(self.host.run(["sh", "-c", PROBE])[1])
 
     def ensure_image(self, progress: Callable[[str], None]) -> str:
         from labbuilder.engine import image  # the image builder is only needed by `up` and `image build`

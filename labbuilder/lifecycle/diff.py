@@ -14,6 +14,7 @@ from typing import Literal
 from labbuilder.compile.netfilter import normalise, parse_save
 from labbuilder.compile.netpol import ipset
 from labbuilder.compile.netpol.kube_router import kube_router
+from labbuilder.compile.nft import differences, listed, parse_listing, parse_transaction
 from labbuilder.compile.ops import (
     AddNetns,
     Address,
@@ -22,6 +23,7 @@ from labbuilder.compile.ops import (
     Iptables,
     LinkUp,
     Master,
+    Nftables,
     Ns,
     Route,
     Veth,
@@ -34,7 +36,9 @@ from labbuilder.observe.state import ContainerObserved, NsObserved, RouteKey, sh
 # Link kinds a learner can add and reset may remove; others (tunl0, sit0…) come with the kernel.
 PRUNABLE_KINDS = {"veth", "bridge", "vxlan", "dummy", "macvlan", "ipvlan", "vlan"}
 
-Kind = Literal["container", "netns", "link", "address", "route", "link-local", "file", "ipset", "iptables", "process"]
+Kind = Literal[
+    "container", "netns", "link", "address", "route", "link-local", "file", "ipset", "iptables", "nftables", "process"
+]
 Change = Literal["missing", "added", "changed", "down", "stopped"]
 _REPAIRED = {"missing": "restored", "added": "removed", "changed": "restored", "down": "set up", "stopped": "started"}
 
@@ -231,6 +235,8 @@ def _files_rules_processes(
             if changed:  # name kube-router's chains: which policy or pod firewall a learner touched
                 what += " (" + ", ".join(changed) + ")"
             out.append(Difference(key, "iptables", what, "changed", owner=key))
+    for op in (op for op in ops if isinstance(op, Nftables)):
+        out += _nftables(key, op, seen.nftables)
     for name, alive in seen.processes.items():
         if not alive:
             out.append(Difference(key, "process", f"process {name}", "stopped", owner=key))
@@ -256,4 +262,19 @@ def _ipsets(sets: tuple[ipset.IpSet, ...], key: str, saved: str) -> list[Differe
             out.append(
                 Difference(key, "ipset", f"ipset {want.name} member {m}", "added", owner=key, remove=(want.name, m))
             )
+    return out
+
+
+def _nftables(key: str, op: Nftables, text: str | None) -> list[Difference]:
+    """kube-proxy's table as the node lists it against the plan's: one difference per chain, set,
+    map or element (`nftables ip kube-proxy: map service-ips element … missing`). Any of them is
+    repaired the same way: the whole table again, in one transaction."""
+    want = parse_transaction(op.payload) if text is not None else None
+    if want is None:
+        return []
+    where = f"nftables {op.family} {op.table}"
+    out = []
+    for what, change in differences(listed(want), parse_listing(text or "")):
+        label = where if what == "table" else f"{where}: {what}"
+        out.append(Difference(key, "nftables", label, change, owner=key))  # type: ignore[arg-type]
     return out

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from labbuilder.compile.ops import Ipsets, Iptables, Ns, Op, Phase, Process, Route, WriteFile, by_phase
-from labbuilder.compile.paths import IPSETS_FILE, RULES_FILE, SPEC_COPY
+from labbuilder.compile.ops import Ipsets, Iptables, Nftables, Ns, Op, Phase, Process, Route, WriteFile, by_phase
+from labbuilder.compile.paths import IPSETS_FILE, NFT_FILE, RULES_FILE, SPEC_COPY
 from labbuilder.compile.plan import Plan, compile_plan
 from labbuilder.engine.apply import Applier
 from labbuilder.engine.netlink import NetlinkOp, RestoreLinkLocal, Step
@@ -69,7 +69,7 @@ def repair(handle: LabHandle, plan: Plan, differences: list[Difference]) -> None
     for d in differences:
         by_key.setdefault(d.owner or d.key, []).append(d)
     for d in differences:  # strays first: a stray address can shadow a planned one
-        if d.change == "added":
+        if d.change == "added" and d.kind != "nftables":  # a table's strays go with the table's reload
             _remove(handle, d)
     desired = desired_state(plan)  # once for every container's restore
     if ROUTER in by_key:  # its bridge holds the other ends of the nodes' uplinks: first, as in `up`
@@ -104,7 +104,7 @@ def _remove(handle: LabHandle, d: Difference) -> None:
 def _restore(
     handle: LabHandle, plan: Plan, desired: dict[Ns, NsDesired], key: str, differences: list[Difference]
 ) -> None:
-    kinds = {d.kind for d in differences if d.change != "added"}
+    kinds = {d.kind for d in differences if d.change != "added" or d.kind == "nftables"}
     phases = by_phase(plan.steps[key])
     applier = Applier(handle)
     if "netns" in kinds:
@@ -122,6 +122,10 @@ def _restore(
         rules = [op for op in phases[Phase.RULES] if isinstance(op, Iptables)]
         handle.put_files(key, {RULES_FILE: rules[-1].payload})
         applier.restore_rules(key)
+    if "nftables" in kinds:  # the whole table again, atomically: one nft -f
+        tables = [op for op in phases[Phase.RULES] if isinstance(op, Nftables)]
+        handle.put_files(key, {NFT_FILE: tables[-1].payload})
+        applier.load_nftables(key)
     if "process" in kinds:
         applier.start_processes(key, [op for op in phases[Phase.PROCESSES] if isinstance(op, Process)])
 

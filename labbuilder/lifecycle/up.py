@@ -13,7 +13,6 @@ from labbuilder.compile.ops import ROUTER
 from labbuilder.compile.paths import SPEC_COPY
 from labbuilder.compile.plan import Plan, compile_plan
 from labbuilder.engine.apply import Applier
-from labbuilder.engine.kernel import host_kernel
 from labbuilder.engine.runtime import Engine, LabHandle, churn, in_threads
 from labbuilder.errors import LabError
 from labbuilder.lifecycle.lock import lab_lock
@@ -37,9 +36,9 @@ class UpResult:
 
 def up(path: str, name: str | None = None, progress: Progress = _quiet, engine: Engine | None = None) -> UpResult:
     """Create lab `path` (or converge it: after a crash, an engine restart, a second `up`)."""
-    spec, resolved = resolve_file(path, name, host_kernel())
-    plan = compile_plan(resolved.lab)
     engine = engine or Engine()
+    spec, resolved = resolve_file(path, name, engine.kernel())  # the facts of the engine's kernel
+    plan = compile_plan(resolved.lab)
     tag = engine.ensure_image(progress)
     with lab_lock(plan.lab.name, "up", progress=progress):
         handle = engine.lab(plan.lab.name)

@@ -2,7 +2,7 @@
 
 Nothing here trusts the spec for what the kernel says: node addresses come from `eth0` in each
 node, pod addresses and readiness from the pod's netns and the pidfiles of its processes,
-services and endpoints from kube-proxy's rules in a node's `iptables-save`. The model (the
+services and endpoints from kube-proxy's rules in a node's `iptables-save` (or its nftables table). The model (the
 spec copy the router holds) only supplies names: which netns is which pod, which process is
 which container, which endpoint address is which pod.
 
@@ -22,7 +22,9 @@ from ipaddress import IPv4Interface
 
 from labbuilder.compile.kubelet import pod_containers
 from labbuilder.compile.kubeproxy import ServicePortRules, parse_service_rules
+from labbuilder.compile.kubeproxy.nftparse import parse_nft_services
 from labbuilder.compile.netfilter import parse_save
+from labbuilder.compile.nft import parse_listing
 from labbuilder.compile.ops import ROUTER
 from labbuilder.engine.runtime import ContainerInfo, LabHandle, in_threads
 from labbuilder.errors import LabError
@@ -227,7 +229,7 @@ def _lab_service_view(
         ips.add(str(rule.cluster_ip))
         external.update(dict.fromkeys(map(str, rule.external_ips)))
         balanced.update(dict.fromkeys(map(str, rule.load_balancer_ips)))
-        for ip in rule.refused_ips:  # a refused address does not say its kind: the lab's plan does
+        for ip in (*rule.refused_ips, *rule.outside_ips):  # these do not say their kind: the lab's plan does
             (balanced if ip in svc.load_balancer_ips else external)[str(ip)] = None
         found_port = rule.chain or rule.node_port is not None  # 2018's REJECT rules don't say
         node_port = rule.node_port if found_port else port.node_port
@@ -262,7 +264,7 @@ def _stranger_view(lab: Lab, found: Sequence[ServicePortRules]) -> ServiceView:
         for r in found
     ]
     first = found[0]
-    external = tuple(dict.fromkeys(str(ip) for r in found for ip in (*r.external_ips, *r.refused_ips)))
+    external = tuple(dict.fromkeys(str(ip) for r in found for ip in (*r.external_ips, *r.refused_ips, *r.outside_ips)))
     balanced = tuple(dict.fromkeys(str(ip) for r in found for ip in r.load_balancer_ips))
     kind = "LoadBalancer" if balanced else _service_type(ports)
     return ServiceView(
@@ -368,17 +370,19 @@ def proxy_node(lab: Lab, reading: LabReading, wanted: str | None) -> str:
 
 
 def read_services(reading: LabReading, node: str | None = None) -> tuple[list[ServiceView], list[str], str]:
-    """(services, warnings, the node read) from one node's iptables-save."""
+    """(services, warnings, the node read) from one node's kube-proxy rules: its iptables-save and,
+    in nftables mode, its `ip kube-proxy` table (a node holds one or the other; both are read)."""
     lab = reading.lab
     key = proxy_node(lab, reading, node)
     snap = reading.snapshots([key], iptables=True)[key]
     if snap is None:
         raise LabError(f"node {key} of lab {lab.name} is {reading.state(key)}", hint="pick another with --node")
-    if not snap.iptables or "*nat" not in snap.iptables:
-        raise LabError(f"{lab.container_name(key)}: iptables-save printed no nat table")
+    nft = parse_listing(snap.nftables or "")
+    if (not snap.iptables or "*nat" not in snap.iptables) and nft is None:
+        raise LabError(f"{lab.container_name(key)}: iptables-save printed no nat table, and nft no kube-proxy table")
     try:
-        tables = parse_save(snap.iptables)
+        tables = parse_save(snap.iptables or "")
     except ValueError as err:
         raise LabError(f"{lab.container_name(key)}: cannot parse iptables-save: {err}") from None
-    views, warnings = service_views(lab, parse_service_rules(tables), key)
+    views, warnings = service_views(lab, parse_service_rules(tables) + parse_nft_services(nft), key)
     return views, warnings, key

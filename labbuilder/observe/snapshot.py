@@ -39,7 +39,10 @@ for f in {PID_DIR}/*.pid; do
   esac
   echo "@pid $(basename "$f" .pid) $pid $(stat -c %Y "$f") $state $net"
 done
-if [ "$1" = iptables ]; then echo "@iptables"; iptables-save; fi
+if [ "$1" = iptables ]; then
+  echo "@iptables"; iptables-save
+  echo "@@nftables"; nft list table ip kube-proxy 2>/dev/null || true  # kube-proxy's nftables mode
+fi
 """
 
 
@@ -86,6 +89,7 @@ class NodeSnapshot:
     netns: dict[str, NetnsState] = field(default_factory=dict)
     processes: dict[str, ProcessState] = field(default_factory=dict)
     iptables: str | None = None  # iptables-save output, when asked for
+    nftables: str | None = None  # `nft list table ip kube-proxy`, asked for with iptables ("" when absent)
 
 
 def parse_ip_addresses(text: str) -> tuple[IPv4Interface, ...]:
@@ -141,6 +145,7 @@ def parse_snapshot(text: str) -> NodeSnapshot:
     section, body = "", list[str]()
     netns_head: tuple[str, int | None] = ("", None)
     iptables: list[str] | None = None
+    nftables: list[str] | None = None
 
     def flush() -> None:
         if section == "eth0":
@@ -153,8 +158,14 @@ def parse_snapshot(text: str) -> NodeSnapshot:
             snap.netns[name] = replace(snap.netns[name], listening=parse_listening("\n".join(body)))
 
     for line in text.splitlines():
-        if iptables is not None:  # iptables-save is last, and kept verbatim
-            iptables.append(line)
+        if nftables is not None:
+            nftables.append(line)
+            continue
+        if iptables is not None:  # iptables-save and nft are last, and kept verbatim
+            if line == "@@nftables":
+                nftables = []
+            else:
+                iptables.append(line)
             continue
         if not line.startswith("@"):
             body.append(line)
@@ -182,4 +193,6 @@ def parse_snapshot(text: str) -> NodeSnapshot:
     flush()
     if iptables is not None:
         snap.iptables = "\n".join(iptables) + "\n"
+    if nftables is not None:
+        snap.nftables = "\n".join(nftables).strip() + "\n" if any(nftables) else ""
     return snap

@@ -3,8 +3,8 @@
 Per container, ONE short process entered into its namespaces prints everything: the pod
 namespaces alive, every planned namespace's links, addresses and routes as `ip -j` JSON
 (iproute2's own structure, read with json.loads), the checksums of the files the plan writes,
-`ipset save` (kube-router's sets), `iptables-save`, and which planned processes are alive.
-Reading changes nothing.
+`ipset save` (kube-router's sets), `iptables-save`, `nft list table` of kube-proxy's table in
+nftables mode, and which planned processes are alive. Reading changes nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ipaddress import IPv4Network
 from typing import Any
 
 from labbuilder.compile.kubelet import ALIVE_SH
-from labbuilder.compile.ops import Ipsets, Iptables, Ns, Op, Process, WriteFile
+from labbuilder.compile.ops import Ipsets, Iptables, Nftables, Ns, Op, Process, WriteFile
 from labbuilder.compile.paths import pidfile
 from labbuilder.compile.plan import Plan
 from labbuilder.engine.runtime import LabHandle, in_threads
@@ -48,6 +48,7 @@ class ContainerObserved:
     files: dict[str, str | None] = field(default_factory=dict)  # path -> sha256, None when absent
     iptables: str | None = None  # iptables-save, when the plan has rules here
     ipsets: str | None = None  # ipset save, when the plan has sets here
+    nftables: str | None = None  # `nft list table` of the plan's nftables table (kube-proxy's), when it has one
     processes: dict[str, bool] = field(default_factory=dict)  # planned process -> alive
     namespaces: dict[Ns, NsObserved] = field(default_factory=dict)
 
@@ -81,6 +82,8 @@ def state_script(ops: list[Op], namespaces: list[Ns]) -> str:
         lines += ["echo @ipsets", "ipset save"]
     if any(isinstance(op, Iptables) for op in ops):
         lines += ["echo @iptables", "iptables-save"]
+    for op in (op for op in ops if isinstance(op, Nftables)):
+        lines += ["echo @nftables", f"nft list table {op.family} {shlex.quote(op.table)}"]
     if names:
         lines += [ALIVE_SH, "echo @processes"]
         lines += [f'if alive {shlex.quote(pidfile(n))}; then echo "up {n}"; else echo "down {n}"; fi' for n in names]
@@ -100,6 +103,7 @@ def _sections(text: str) -> dict[tuple[str, str], list[str]]:
             "files",
             "ipsets",
             "iptables",
+            "nftables",
             "processes",
         ):
             current = found.setdefault((head[1:], rest.strip()), [])
@@ -171,6 +175,8 @@ def parse_state(key: str, text: str, ops: list[Op], namespaces: list[Ns]) -> Con
         observed.iptables = "\n".join(sections[("iptables", "")]) + "\n"
     if ("ipsets", "") in sections:
         observed.ipsets = "\n".join(sections[("ipsets", "")]) + "\n"
+    if ("nftables", "") in sections:
+        observed.nftables = "\n".join(sections[("nftables", "")]) + "\n"
     observed.processes = {
         words[1]: words[0] == "up"
         for words in (line.split(None, 1) for line in sections.get(("processes", ""), []))

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from ipaddress import ip_address
 from typing import Any, Literal
 
+from labbuilder.compile.kubeproxy.names import NFT_TABLE as NFT_PROXY_TABLE
 from labbuilder.compile.netpol import names as netpol
 from labbuilder.compile.ops import ROUTER, Ns
 from labbuilder.engine.runtime import LabHandle, in_threads
@@ -73,7 +74,8 @@ class Hit:
     table: str
     chain: str
     verdict: str  # ACCEPT, DROP, JUMP:CHAIN, RETURN, CONTINUE, policy ACCEPT, return
-    rule: str = ""  # as iptables-save prints it: `-A CHAIN ...`; empty for a policy
+    rule: str = ""  # as iptables-save prints it: `-A CHAIN ...` (nft: as `nft list` does); empty for a policy
+    nft: bool = False  # seen by `nft monitor trace` (a native nftables table: kube-proxy's nftables mode)
 
 
 @dataclass
@@ -114,6 +116,53 @@ def parse_monitor(text: str) -> list[Visit]:
             visit.hook = visit.hook or chain
             visit.hits.append(Hit(table, chain, verdict, rule))
     return [v for v in visits if v.hook]
+
+
+_NFT_TRACE = re.compile(r"^trace id (\S+) (\S+) (\S+) (\S+) (packet: |rule |policy |verdict )(.*)$")
+_NFT_FIELDS = (
+    ("IN", re.compile(r'\biif "([^"]+)"')),
+    ("OUT", re.compile(r'\boif "([^"]+)"')),
+    ("SRC", re.compile(r"\bip saddr (\S+)")),
+    ("DST", re.compile(r"\bip daddr (\S+)")),
+    ("TTL", re.compile(r"\bip ttl (\d+)")),
+    ("ID", re.compile(r"\bip id (\d+)")),
+    ("SPORT", re.compile(r"\b(?:tcp|udp) sport (\d+)")),
+    ("DPORT", re.compile(r"\b(?:tcp|udp) dport (\d+)")),
+)
+
+
+def parse_nft_monitor(text: str, trace_table: str) -> list[Visit]:
+    """`nft monitor trace` output → visits in order. Our own table `trace_table` has a chain at
+    every hook, named `trace-HOOK`, that runs first: its `packet:` line opens the hook's visit
+    (with the packet as it arrived there); every other table's rules and policies are its hits."""
+    visits: list[Visit] = []
+    current: dict[str, Visit] = {}
+    for raw in text.splitlines():
+        found = _NFT_TRACE.match(raw.strip())
+        if not found:
+            continue
+        trace_id, _, table, chain, kind, rest = found.groups()
+        if table == trace_table:
+            if kind == "packet: ":
+                fields = {name: m[1] for name, pattern in _NFT_FIELDS for m in [pattern.search(rest)] if m}
+                current[trace_id] = Visit(chain.removeprefix("trace-").upper(), fields)
+                visits.append(current[trace_id])
+            continue
+        visit = current.get(trace_id)
+        if visit is None or kind == "packet: ":
+            continue
+        if kind == "rule ":
+            rule, _, verdict = rest.rpartition(" (verdict ")
+            visit.hits.append(Hit(table, chain, _nft_verdict(verdict.rstrip(") ")), rule.strip(), nft=True))
+        elif kind == "policy ":
+            visit.hits.append(Hit(table, chain, f"policy {rest.strip().upper()}", nft=True))
+    return visits
+
+
+def _nft_verdict(text: str) -> str:
+    """`goto service-…` → GOTO:service-…, `accept` → ACCEPT: the words xtables-monitor uses."""
+    word, _, target = text.strip().partition(" ")
+    return f"{word.upper()}:{target}" if target else word.upper()
 
 
 def follow(visits: list[Visit], ip_id: str) -> list[list[Visit]]:
@@ -167,18 +216,32 @@ class Hop:
             found = re.search(r"-j DNAT --to-destination (\S+)", hit.rule)
             if found:
                 return found.group(1)
+        for hit in self.nft_rules():
+            found = re.search(r"\bdnat to (\S+)", hit.rule)
+            if found and hit.verdict == "ACCEPT":
+                return found.group(1)
         return ""
+
+    def nft_rules(self) -> list[Hit]:
+        return [h for v in self.visits for h in v.hits if h.nft]
 
     def snat(self) -> str:
         for hit in self.rules("nat"):
             found = re.search(r"-j (MASQUERADE|SNAT)(?: --to-source (\S+))?", hit.rule)
             if found and hit.verdict not in ("CONTINUE", "RETURN"):
                 return found.group(2) or self.after.get("SRC") or "the address of the outgoing device"
+        for hit in self.nft_rules():
+            if re.search(r"\b(masquerade|snat to)\b", hit.rule) and hit.verdict == "ACCEPT":
+                return self.after.get("SRC") or "the address of the outgoing device"
         return ""
 
     def dropped_by(self) -> Hit | None:
         for hit in (h for v in self.visits for h in v.hits):
-            if hit.verdict.endswith(("DROP", "REJECT")) or "-j REJECT" in hit.rule:
+            if (
+                hit.verdict.endswith(("DROP", "REJECT"))
+                or "-j REJECT" in hit.rule
+                or (hit.nft and hit.rule == "reject")
+            ):
                 return hit
         return None
 
@@ -259,13 +322,33 @@ _EACH_NS = """for ns in - $(ip netns list | cut -d' ' -f1); do
 """
 
 
+def nft_trace_table(token: str) -> str:
+    """Where kube-proxy's rules are nftables, nftables traces them: a chain at every hook, ahead of
+    every other (priority -350), sets `nftrace` on the probe (its DSCP) where packets enter, and
+    opens each hook's record in `nft monitor trace` (`parse_nft_monitor` reads it)."""
+    chains = []
+    for hook in ("prerouting", "input", "forward", "output", "postrouting"):
+        action = "meta nftrace set 1" if hook in ("prerouting", "output") else "counter"
+        chains.append(f"  chain trace-{hook} {{ type filter hook {hook} priority -350; ip dscp {DSCP:#x} {action}; }}")
+    return f"table ip {MARK}-{token} {{\n" + "\n".join(chains) + "\n}"
+
+
 def start_script(token: str) -> str:
     match = f"-m dscp --dscp {DSCP:#x} -m comment --comment {MARK}-{token}"
     return (
         "command -v xtables-monitor >/dev/null || { echo 'no xtables-monitor in the node image' >&2; exit 3; }\n"
         f"d=/run/labbuilder/{MARK}-{token}; mkdir -p $d\n"
         + _EACH_NS
-        + f"""  $x iptables-save | sed -n 's/^\\*//p' > $d/$ns.tables
+        + f"""  if $x nft list table ip {NFT_PROXY_TABLE} >/dev/null 2>&1; then  # kube-proxy in nftables mode
+    echo "#nft {MARK}-{token}" > $d/$ns.out; touch $d/$ns.nft
+    $x nft -f - <<'EOF'
+{nft_trace_table(token)}
+EOF
+    setsid $x timeout {LIMIT} stdbuf -oL nft monitor trace </dev/null >>$d/$ns.out 2>&1 &
+    echo $! > $d/$ns.pid
+    continue
+  fi
+  $x iptables-save | sed -n 's/^\\*//p' > $d/$ns.tables
   $x iptables -t raw -I PREROUTING 1 {match} -j TRACE
   $x iptables -t raw -I OUTPUT 1 {match} -j TRACE
   for hook in INPUT FORWARD POSTROUTING; do $x iptables -t mangle -I $hook 1 {match}; done
@@ -283,7 +366,8 @@ def stop_script(token: str) -> str:
         f"d=/run/labbuilder/{MARK}-{token}\n"
         'for f in $d/*.pid; do [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null; done\n'
         + _EACH_NS
-        + f"""  for t in raw mangle; do
+        + f"""  if [ -e $d/$ns.nft ]; then $x nft delete table ip {MARK}-{token}; continue; fi
+  for t in raw mangle; do
     $x iptables-save -t $t | grep -e '--comment {MARK}-{token}' | sed 's/^-A /-D /' |
       while read -r rule; do $x iptables -t $t $rule; done
     if ! grep -qx $t $d/$ns.tables 2>/dev/null && ! $x iptables-save -t $t | grep -q '^-A '; then
@@ -350,7 +434,9 @@ class Tracer:
             for netns, body in split_outputs(text).items():
                 label = f"netns {netns} on {key}" if netns else key
                 place = known.get((key, netns), Place(key, netns, label, label, ""))
-                seen[place] = parse_monitor(body)
+                head, _, rest = body.partition("\n")
+                nft = head.startswith("#nft ")
+                seen[place] = parse_nft_monitor(rest, head.split()[1]) if nft else parse_monitor(body)
         first = next((v for v in seen.get(source, []) if v.hook == "OUTPUT"), None)
         if first is None:  # the kernel refused to send it at all (no route in the source)
             return [Hop(source, [])]
@@ -416,6 +502,16 @@ def notes(lab: Lab, trace: Trace) -> list[str]:
     return found
 
 
+def _marks_matched(rule: str) -> bool:
+    """The rule sets kube-router's 0x10000 mark: as iptables-save writes it, or as `nft monitor
+    trace` shows the same iptables-nft rule (kube-proxy in nftables mode)."""
+    return f"--set-xmark {netpol.MARK_MATCHED}" in rule or rule.rstrip().endswith("meta mark set mark or 0x10000")
+
+
+def _rejects(rule: str) -> bool:
+    return "-j REJECT" in rule or rule.rstrip().endswith(" reject")
+
+
 def policy_notes(lab: Lab, hops: list[Hop]) -> list[str]:
     """What kube-router's chains decided: the policy rule that marked the packet (0x10000), the
     default chain that let an unisolated pod's traffic through, or the REJECT of a pod firewall."""
@@ -427,19 +523,19 @@ def policy_notes(lab: Lab, hops: list[Hop]) -> list[str]:
     for hop in hops:
         firewall = ""
         for hit in hop.rules("filter"):
-            if hit.chain in pods and hit.verdict.startswith("JUMP:"):
+            if hit.chain in pods:  # inside a pod's firewall: the policies it runs through come next
                 firewall = hit.chain
-            if hit.chain in policies and f"--set-xmark {netpol.MARK_MATCHED}" in hit.rule:
+            if hit.chain in policies and _marks_matched(hit.rule):
                 found.append(
                     f"{hop.place.label}: policy {policies[hit.chain]} allows it ({hit.chain}, "
                     f"pod firewall {firewall} of {pods.get(firewall, '?')}): {hit.rule}"
                 )
-            elif hit.chain == netpol.DEFAULT and f"--set-xmark {netpol.MARK_MATCHED}" in hit.rule:
+            elif hit.chain == netpol.DEFAULT and _marks_matched(hit.rule):
                 found.append(
                     f"{hop.place.label}: no policy isolates {pods.get(firewall, '?')} this way: "
                     f"{netpol.DEFAULT} lets it through ({firewall})"
                 )
-            elif hit.chain in pods and "-j REJECT" in hit.rule:
+            elif hit.chain in pods and _rejects(hit.rule):
                 found.append(
                     f"{hop.place.label}: kube-router REJECTs it in {hit.chain}, the firewall of {pods[hit.chain]}: "
                     "no policy rule marked it 0x10000 (an NFLOG copy went to group 100)"
@@ -453,6 +549,12 @@ def _rule_lines(hop: Hop, visit: Visit) -> list[str]:
     shown = []
     for hit in visit.hits:
         if MARK in hit.rule or (hit.table in ("raw", "mangle") and not hit.rule):
+            continue
+        if hit.nft:  # nft names the chain apart from the rule, and the verdict says where it went
+            plain = hit.verdict in ("CONTINUE", "RETURN") or hit.verdict.startswith("policy")
+            word, _, target = hit.verdict.partition(":")
+            verdict = "" if plain else f"  ⇒ {word.lower()} {target}".rstrip()
+            shown.append(f"{hit.table} {hit.chain}: {hit.rule or hit.verdict.lower()}{verdict}")
             continue
         shown.append(f"{hit.table:<7}{hit.rule or f'{hit.chain}: {hit.verdict}'}")
     if visit.hook in ("PREROUTING", "OUTPUT") and hop.dnat():

@@ -1,4 +1,4 @@
-"""The lab as a shell script: the `docker run`, `ip` and `iptables-restore` commands that build it by hand.
+"""The lab as a shell script: the `docker run`, `ip`, `iptables-restore` and `nft` commands that build it by hand.
 
 The study artefact: what `labbuilder up` does, in the order it does it, as commands a person could
 type. Each container's operations come from `plan.describe()`, in the phases `apply` uses (pod
@@ -15,8 +15,8 @@ import re
 import shlex
 
 from labbuilder.compile import kubelet
-from labbuilder.compile.ops import ROUTER, Ipsets, Iptables, Op, Phase, Process, Veth, WriteFile, by_phase
-from labbuilder.compile.paths import IPSETS_FILE, RULES_FILE, SPEC_COPY, STATE_DIR
+from labbuilder.compile.ops import ROUTER, Ipsets, Iptables, Nftables, Op, Phase, Process, Veth, WriteFile, by_phase
+from labbuilder.compile.paths import IPSETS_FILE, NFT_FILE, RULES_FILE, SPEC_COPY, STATE_DIR
 from labbuilder.compile.plan import ContainerSpec, Plan, compile_plan
 from labbuilder.spec.model import Lab
 
@@ -69,6 +69,11 @@ def op_lines(op: Op) -> list[tuple[str, str]]:
         return [
             (op.ns.container, f"mkdir -p {STATE_DIR}\n{heredoc(f'cat > {IPSETS_FILE}', op.payload)}"),
             (op.ns.container, f"ipset restore -exist -file {IPSETS_FILE}"),
+        ]
+    if isinstance(op, Nftables):  # kube-proxy's table, replaced whole in one transaction
+        return [
+            (op.ns.container, f"mkdir -p {STATE_DIR}\n{heredoc(f'cat > {NFT_FILE}', op.payload)}"),
+            (op.ns.container, f"nft -f {NFT_FILE}"),
         ]
     return [(op.ns.container, op.describe())]
 

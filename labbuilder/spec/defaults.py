@@ -33,7 +33,7 @@ DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
             "mtu": 1500,
             "hairpinMode": True,
         },
-        "kubeProxy": {"style": "current"},
+        "kubeProxy": {"style": "current", "mode": "iptables"},
         "nodes.*": {"role": "worker"},
         "workloads.*": {"namespace": "default", "replicas": 1},
         "workloads.*.ports.*": {"protocol": "TCP"},

@@ -18,6 +18,7 @@ Protocol = Literal["TCP", "UDP", "SCTP"]
 CniMode = Literal["bridge", "ptp", "vxlan"]
 RouteMode = Literal["router", "nodes"]
 ProxyStyle = Literal["current", "2018"]
+ProxyMode = Literal["iptables", "nftables"]  # ipvs is refused at validation (resolve)
 ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
 TrafficPolicy = Literal["Cluster", "Local"]  # externalTrafficPolicy / internalTrafficPolicy
 PodApp = Literal["server", "dns"]
@@ -323,6 +324,7 @@ class HostKernel:
     unit tests and a running lab's own model free of host facts."""
 
     sctp: bool = True  # /proc/net/sctp: the sctp module is loaded
+    ipvs: bool = True  # /proc/net/ip_vs: IPVS, which kube-proxy's ipvs mode needs
 
 
 @dataclass(frozen=True)
@@ -335,6 +337,7 @@ class Lab:
     services: tuple[Service, ...] = ()
     checks: tuple[Check, ...] = ()
     proxy_style: ProxyStyle = "current"
+    proxy_mode: ProxyMode = "iptables"  # kube-proxy --proxy-mode
     load_balancer: LoadBalancerRange | None = None
     namespaces: tuple[Namespace, ...] = ()  # every namespace pods, services or policies use
     network_policies: tuple[NetworkPolicy, ...] = ()

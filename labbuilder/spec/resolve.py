@@ -31,6 +31,7 @@ from labbuilder.spec.model import (
     Pod,
     PodApp,
     PodPort,
+    ProxyMode,
     Service,
     ServicePort,
 )
@@ -130,8 +131,9 @@ class _Resolver:
             return None
         nodes = self.place_pods(nodes, cluster)
         load_balancer = self.load_balancer(network, cluster, nodes)
-        style = self.section("kubeProxy")["style"]
-        services = self.services(cluster, nodes, load_balancer, style)
+        proxy = self.section("kubeProxy")
+        mode = self.proxy_mode(proxy)
+        services = self.services(cluster, nodes, load_balancer, proxy["style"])
         reader = PolicyReader(self.error, self.warn)
         pods = [p for n in nodes for p in n.pods]
         policies = reader.policies(self.data.get("networkPolicies", []), pods)
@@ -145,7 +147,8 @@ class _Resolver:
             tuple(nodes),
             services,
             (),
-            style,
+            proxy["style"],
+            mode,
             load_balancer,
             namespaces=namespaces,
             network_policies=policies,
@@ -173,6 +176,29 @@ class _Resolver:
                 self.error(path, f"{cidr} holds {ip}, the address of {who}", "pick addresses no node uses")
                 return None
         return LoadBalancerRange(cidr)
+
+    def proxy_mode(self, cfg: dict[str, Any]) -> ProxyMode:
+        """kube-proxy's mode: iptables or nftables; ipvs is refused here rather than failing at `up`."""
+        mode = cfg["mode"]
+        path: Path_ = ("kubeProxy", "mode")
+        if mode == "ipvs":
+            if not self.kernel.ipvs:
+                self.error(
+                    path,
+                    "kube-proxy's ipvs mode needs IPVS in the kernel, and this host's kernel has none"
+                    " (no /proc/net/ip_vs)",
+                    "use mode: nftables (kube-proxy's newest mode) or iptables",
+                )
+            else:
+                self.error(path, "labbuilder does not build kube-proxy's ipvs mode", "use mode: nftables or iptables")
+            return "iptables"
+        if mode == "nftables" and cfg["style"] == "2018":
+            self.error(
+                path,
+                "kube-proxy had no nftables mode in 2018 (it came in 1.29)",
+                "drop style: 2018, or use mode: iptables",
+            )
+        return "nftables" if mode == "nftables" else "iptables"
 
     def check_name(self) -> None:
         """The file's name passed the schema; one given on the command line (`up --name`) has not."""
@@ -755,8 +781,14 @@ class _Resolver:
                     (*path, "ports", j, "nodePort"), f"nodePort given on a {stype} service", "set type: NodePort"
                 )
         self.check_ports(path, ports)
+        # A Service selects pods of its own namespace only (the endpoints controller lists them there).
+        namespace = s.get("namespace", "default")
         matching = sorted(
-            (p for p in pods if selector and all(p.labels.get(k) == v for k, v in selector.items())),
+            (
+                p
+                for p in pods
+                if selector and p.namespace == namespace and all(p.labels.get(k) == v for k, v in selector.items())
+            ),
             key=lambda pod: pod.ip,
         )
         if selector and not matching:

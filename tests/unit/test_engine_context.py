@@ -152,3 +152,14 @@ def test_memory_in_use_is_what_docker_stats_shows():
     assert memory_in_use(v2) == 42_000_000
     assert memory_in_use(v1) == 40_000_000
     assert memory_in_use({}) == 0
+
+
+def test_the_kernel_probe_a_helper_runs_reads_what_host_kernel_reads(tmp_path):
+    from labbuilder.engine.kernel import PROBE, host_kernel, parse_probe
+
+    probed = subprocess.run(["sh", "-c", PROBE], capture_output=True, text=True, check=True).stdout
+    assert parse_probe(probed) == host_kernel()  # the same facts, read the helper's way
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "ip_vs").write_text("")
+    assert host_kernel(tmp_path) == parse_probe("ipvs\n")
+    assert parse_probe("sctp\nipvs\n").sctp and not parse_probe("").ipvs

@@ -67,3 +67,20 @@ def test_diff_names_a_sabotaged_ipset_and_a_flushed_policy_chain():
     assert f"worker-1: ipset {allowed.name} member 10.200.0.3 missing" in found
     assert f"worker-1: iptables filter ({chain}) changed" in found
     assert target.entries == ("10.200.1.2 timeout 0",)
+
+
+def test_with_kube_proxy_in_nftables_mode_the_filter_table_is_kube_routers():
+    nft = compile_plan(resolve_file(str(ROOT / "tests/integration/labs/kr-nft.yaml"))[1].lab)
+    ops = nft.steps["worker-0"]
+    payload = next(op.payload for op in ops if isinstance(op, Iptables))
+    chains = {line.split()[0][1:] for line in payload.splitlines() if line.startswith(":")}
+    assert {
+        c
+        for c in chains
+        if c.startswith("KUBE-") and not c.startswith(("KUBE-ROUTER-", "KUBE-NWPLCY-", "KUBE-POD-FW-"))
+    } == set()
+    assert [type(op).__name__ for op in ops if op.phase in (Phase.IPSETS, Phase.RULES)] == [
+        "Ipsets",
+        "Iptables",
+        "Nftables",
+    ]

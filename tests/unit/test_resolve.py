@@ -336,3 +336,21 @@ def test_ten_thousand_nodes_resolve_in_well_under_a_second_each_stage():
     assert time.perf_counter() - start < 5  # it was 60 s with pairwise overlap checks
     cidrs = [n.pod_cidr for n in lab.nodes]
     assert len(set(cidrs)) == 10_000 and str(cidrs[1000]) == "10.128.250.0/26"
+
+
+def test_a_service_selects_pods_of_its_own_namespace_only(tmp_path):
+    """x/a and y/a both carry pod=a: the Service a in namespace x has x/a alone behind it."""
+    from labbuilder.spec.lab_file import resolve_file
+    from tests.conftest import ROOT
+
+    text = (
+        (ROOT / "tests/integration/labs/kr-bridge.yaml")
+        .read_text()
+        .replace("selector: {svc: xa}", "selector: {pod: a}")
+    )
+    path = tmp_path / "lab.yaml"
+    path.write_text(text)
+    lab = resolve_file(str(path))[1].lab
+    xa = next(p for p in lab.pods if p.namespace == "x" and p.labels["pod"] == "a")
+    service = next(s for s in lab.services if s.ref == "x/a")
+    assert [e.ip for eps in service.endpoints.values() for e in eps] == [xa.ip]

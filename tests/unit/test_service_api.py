@@ -125,10 +125,12 @@ def test_sctp_is_refused_where_the_host_kernel_lacks_it():
 
 
 def test_host_kernel_reads_proc(tmp_path: Path):
-    assert host_kernel(tmp_path) == HostKernel(sctp=False)
+    assert host_kernel(tmp_path) == HostKernel(sctp=False, ipvs=False)
     (tmp_path / "net").mkdir()
     (tmp_path / "net" / "sctp").mkdir()
-    assert host_kernel(tmp_path) == HostKernel(sctp=True)
+    assert host_kernel(tmp_path) == HostKernel(sctp=True, ipvs=False)
+    (tmp_path / "net" / "ip_vs").touch()
+    assert host_kernel(tmp_path) == HostKernel(sctp=True, ipvs=True)
 
 
 @pytest.mark.parametrize(

@@ -107,3 +107,73 @@ def test_policy_notes_name_the_policy_rule_and_the_reject():
     hop.visits[0].hits[1:] = [reject]
     assert "kube-router REJECTs it" in policy_notes(lab, [hop])[0]
     assert policy_notes(replace(lab, network_policies=()), [hop]) == []
+    # With kube-proxy in nftables mode, `nft monitor trace` shows the same iptables-nft rules in nft's words.
+    nft_mark = "meta l4proto tcp  xt match set xt match set tcp dport 80 counter packets 0 bytes 0"
+    nft_mark += " meta mark set mark or 0x10000"
+    nft_reject = "meta mark & 0x00010000 != 0x00010000 counter packets 0 bytes 0 reject"
+    hop.visits[0].hits[1:] = [
+        Hit("filter", fw, "jump", f"ip daddr {xb.ip} jump {policy}"),
+        Hit("filter", policy, "", nft_mark),
+    ]
+    assert policy_notes(lab, [hop])[0].startswith(
+        f"node worker-1: policy x/allow-y-to-b allows it ({policy}, pod firewall {fw}"
+    )
+    hop.visits[0].hits[1:] = [Hit("filter", fw, "drop", nft_reject)]
+    assert "kube-router REJECTs it in " + fw in policy_notes(lab, [hop])[0]
+
+
+# A pod on worker-0 curls a ClusterIP in kube-proxy's nftables mode: what `nft monitor trace`
+# printed in the node (kthw-nftables, abridged), our table `labbuilder-trace-1` opening each hook.
+NFT_MONITOR = """\
+trace id ee712161 ip labbuilder-trace-1 trace-prerouting packet: iif "cnio0" ether saddr 0a:58:0a:c8:00:04 \
+ip saddr 10.200.0.4 ip daddr 10.32.0.2 ip dscp 0x2a ip ecn not-ect ip ttl 64 ip id 36545 ip length 60 \
+tcp sport 43570 tcp dport 80 tcp flags == syn tcp window 64240
+trace id ee712161 ip labbuilder-trace-1 trace-prerouting rule ip dscp 0x2a meta nftrace set 1 (verdict continue)
+trace id ee712161 ip kube-proxy nat-prerouting rule jump services (verdict jump services)
+trace id ee712161 ip kube-proxy services rule ip daddr . meta l4proto . th dport vmap @service-ips \
+(verdict goto service-ECO34HEO-default/nginx/tcp/)
+trace id ee712161 ip kube-proxy service-ECO34HEO-default/nginx/tcp/ rule numgen random mod 2 vmap \
+{ 0 : goto endpoint-DQK7XMFD-default/nginx/tcp/__10.200.0.2/80, \
+1 : goto endpoint-XRDAQQ4B-default/nginx/tcp/__10.200.1.2/80 } \
+(verdict goto endpoint-XRDAQQ4B-default/nginx/tcp/__10.200.1.2/80)
+trace id ee712161 ip kube-proxy endpoint-XRDAQQ4B-default/nginx/tcp/__10.200.1.2/80 rule \
+meta l4proto tcp dnat to 10.200.1.2:80 \
+(verdict accept)
+trace id ee712161 ip labbuilder-trace-1 trace-forward packet: iif "cnio0" oif "eth0" ip saddr 10.200.0.4 \
+ip daddr 10.200.1.2 ip ttl 63 ip id 36545 tcp sport 43570 tcp dport 80
+trace id ee712161 ip kube-proxy filter-forward policy accept
+trace id ee712161 ip labbuilder-trace-1 trace-postrouting packet: oif "eth0" ip saddr 10.200.0.4 \
+ip daddr 10.200.1.2 ip ttl 63 ip id 36545 tcp sport 43570 tcp dport 80
+trace id ee712161 ip nat CNI-eb06 rule ip daddr != 224.0.0.0/4  counter packets 0 bytes 0 masquerade (verdict accept)
+"""
+
+
+def test_nft_monitor_output_names_the_service_and_endpoint_chains_and_the_dnat():
+    from labbuilder.observe.tracer import Hop, Place, _rule_lines, parse_nft_monitor
+
+    visits = parse_nft_monitor(NFT_MONITOR, "labbuilder-trace-1")
+    assert [v.hook for v in visits] == ["PREROUTING", "FORWARD", "POSTROUTING"]
+    assert visits[0].packet == {
+        "IN": "cnio0",
+        "SRC": "10.200.0.4",
+        "DST": "10.32.0.2",
+        "TTL": "64",
+        "ID": "36545",
+        "SPORT": "43570",
+        "DPORT": "80",
+    }
+    hop = Hop(
+        Place("worker-0", None, "node worker-0", "node worker-0", "10.240.0.20"), visits, after={"SRC": "10.240.0.20"}
+    )
+    assert hop.kind == "forwards"
+    assert hop.dnat() == "10.200.1.2:80"
+    assert hop.snat() == "10.240.0.20"
+    assert hop.destination() == "10.200.1.2"
+    lines = _rule_lines(hop, visits[0])
+    assert lines[0] == "kube-proxy nat-prerouting: jump services  ⇒ jump services"  # our own table is left out
+    assert lines[1] == (
+        "kube-proxy services: ip daddr . meta l4proto . th dport vmap @service-ips"
+        "  ⇒ goto service-ECO34HEO-default/nginx/tcp/"
+    )
+    assert lines[2].endswith("⇒ goto endpoint-XRDAQQ4B-default/nginx/tcp/__10.200.1.2/80")
+    assert lines[-1] == "⇒ DNAT: destination becomes 10.200.1.2:80"

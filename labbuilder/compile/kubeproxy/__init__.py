@@ -1,5 +1,7 @@
-"""kube-proxy's iptables mode, both ways: `rules` generates a node's tables from the model, `parse`
-reads service ports back from a node's `iptables-save`, and `names` is the vocabulary they share."""
+"""kube-proxy, both ways and in both modes. iptables: `rules` generates a node's tables from the
+model, `parse` reads service ports back from a node's `iptables-save`. nftables: `nftables` generates
+the table `ip kube-proxy`, `nftparse` reads service ports back from `nft list table`. `names` is the
+vocabulary all four share; `mode` is the one place that picks between them for a plan."""
 
 from labbuilder.compile.kubeproxy.names import (
     FORWARD,

@@ -108,3 +108,45 @@ FW_OTHER = SpnComment("other traffic to ", " will be dropped by KUBE-PROXY-FIREW
 def fw_drop_comment(spn: str, fw: str) -> str:
     """filter KUBE-PROXY-FIREWALL's DROP for an LB IP the source ranges did not let through."""
     return f"{spn} traffic not accepted by {fw}"
+
+
+# -- nftables mode (pkg/proxy/nftables): one table, chains named after what they serve ------------
+NFT_TABLE = "kube-proxy"
+NFT_SERVICE, NFT_LOCAL, NFT_EXTERNAL, NFT_ENDPOINT, NFT_AFFINITY, NFT_FIREWALL = (
+    "service-",
+    "local-",
+    "external-",
+    "endpoint-",
+    "affinity-",
+    "firewall-",
+)
+_NFT_BASE_MAX = 256 - 16  # knftables.NameLengthMax minus the longest prefix kube-proxy uses
+
+
+def hash_and_truncate(name: str) -> str:
+    """kube-proxy's hashAndTruncate: 8 chars of base32(sha256(name)), "-", the name, cut to fit."""
+    text = base64.b32encode(hashlib.sha256(name.encode()).digest()).decode()[:8] + "-" + name
+    return text if len(text) <= _NFT_BASE_MAX else text[: _NFT_BASE_MAX - 3] + "..."
+
+
+def nft_port_base(ref: str, proto: str, port_name: str) -> str:
+    """`HASH-ns/svc/proto/portName` (an unnamed port leaves the last part empty)."""
+    return hash_and_truncate(f"{ref}/{proto.lower()}/{port_name}")
+
+
+def nft_endpoint_base(ref: str, proto: str, port_name: str, ip: IPv4Address, port: int) -> str:
+    """`HASH-ns/svc/proto/portName__ip/port`."""
+    return hash_and_truncate(f"{ref}/{proto.lower()}/{port_name}__{ip}/{port}")
+
+
+def split_nft_chain(chain: str) -> tuple[str, str, str, str, str] | None:
+    """A service or endpoint chain's name → (prefix, ns/svc, proto, port name, endpoint "ip/port" or "")."""
+    prefix, sep, rest = chain.partition("-")
+    if not sep or len(rest) < 10 or rest[8] != "-" or "/" not in rest:
+        return None
+    name, _, endpoint = rest[9:].partition("__")
+    parts = name.split("/")
+    if len(parts) != 4:
+        return None
+    namespace, svc, proto, port_name = parts
+    return prefix + "-", f"{namespace}/{svc}", proto, port_name, endpoint

@@ -49,6 +49,7 @@ class ServicePortRules:
     external_ips: tuple[IPv4Address, ...] = ()  # KUBE-SERVICES' "external IP" jumps
     load_balancer_ips: tuple[IPv4Address, ...] = ()  # KUBE-SERVICES' "loadbalancer IP" jumps
     refused_ips: tuple[IPv4Address, ...] = ()  # external or LB IPs KUBE-EXTERNAL-SERVICES refuses
+    outside_ips: tuple[IPv4Address, ...] = ()  # nftables mode: external or LB IPs, which the table does not say
 
     @property
     def ref(self) -> str:
