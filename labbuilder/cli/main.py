@@ -16,6 +16,12 @@ def _debug(ctx: click.Context, _: click.Parameter, value: bool) -> None:
         os.environ["LABBUILDER_DEBUG"] = "1"
 
 
+def _context(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+    # Every command makes its Engine() late; the choice reaches them all through the environment.
+    if value:
+        os.environ["LABBUILDER_CONTEXT"] = value
+
+
 # Wide enough that addresses and names never get cut when output is piped or captured.
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="labbuilder")
@@ -26,6 +32,15 @@ def _debug(ctx: click.Context, _: click.Parameter, value: bool) -> None:
     is_eager=True,
     callback=_debug,
     help="on an error, also print the engine's own message or the traceback",
+)
+@click.option(
+    "--context",
+    metavar="NAME",
+    envvar="LABBUILDER_CONTEXT",
+    expose_value=False,
+    is_eager=True,
+    callback=_context,
+    help="the Docker context (engine) to work on; default: DOCKER_HOST, or Docker's current context",
 )
 def main() -> None:
     """Build Kubernetes-shaped network labs from Docker containers — without Kubernetes.
