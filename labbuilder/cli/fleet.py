@@ -20,10 +20,9 @@ if TYPE_CHECKING:
 def engines_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--engines",
-        default="local",
-        show_default=True,
         metavar="NAME,…",
-        help="the engines: `local` (DOCKER_HOST or the current context) and Docker context names",
+        help="the engines: `local` (DOCKER_HOST, or this host's socket) and Docker context names; "
+        "default: the one engine --context (or Docker) chooses",
     )(func)
 
 
@@ -43,11 +42,11 @@ def prefix_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-def _split(engines: str) -> list[str]:
-    return [name.strip() for name in engines.split(",") if name.strip()] or ["local"]
+def _split(engines: str | None) -> list[str]:
+    return [name.strip() for name in (engines or "").split(",") if name.strip()]
 
 
-def open_fleet(prefix: str | None, engines: str, parallel: int = 4) -> Fleet:
+def open_fleet(prefix: str | None, engines: str | None, parallel: int = 4) -> Fleet:
     """The fleet named PREFIX, or the only one on the engines."""
     from labbuilder.errors import LabError
     from labbuilder.lifecycle.fleet import Fleet
@@ -137,7 +136,7 @@ def fleet() -> None:
 @engines_option
 @parallel_option
 @user_errors
-def fleet_up(lab_file: str, count: int, prefix: str | None, engines: str, parallel: int) -> None:
+def fleet_up(lab_file: str, count: int, prefix: str | None, engines: str | None, parallel: int) -> None:
     """Bring a fleet of COUNT copies of LAB_FILE up, or converge it to COUNT.
 
     New labs go to the engine with the most free memory per running lab (the spread is printed,
@@ -185,7 +184,7 @@ def _print_spread(plan: Any) -> None:
 @prefix_option
 @engines_option
 @user_errors
-def fleet_ls(prefix: str | None, engines: str) -> None:
+def fleet_ls(prefix: str | None, engines: str | None) -> None:
     """List the fleets on the engines (or one fleet's labs) and their state.
 
     \b
@@ -196,9 +195,10 @@ def fleet_ls(prefix: str | None, engines: str) -> None:
 
     from labbuilder.lifecycle.fleet import Fleet
 
-    members = Fleet(prefix, _split(engines)).members()
+    group = Fleet(prefix, _split(engines))
+    members = group.members()
     if not members:
-        console.print(f"no fleet named {prefix}" if prefix else "no fleets on " + engines)
+        console.print(f"no fleet named {prefix}" if prefix else "no fleets on " + ", ".join(group.engines))
         return
     table = Table("fleet", "lab", "engine", "state", "containers", box=None, pad_edge=False)
     for m in members:
@@ -223,7 +223,7 @@ def fleet_ls(prefix: str | None, engines: str) -> None:
 def fleet_check(
     labs: tuple[str, ...],
     prefix: str | None,
-    engines: str,
+    engines: str | None,
     parallel: int,
     exercise_file: str | None,
     output: str,
@@ -286,7 +286,7 @@ def _print_checks(reports: list[Any]) -> None:
 @engines_option
 @parallel_option
 @user_errors
-def fleet_reset(labs: tuple[str, ...], prefix: str | None, engines: str, parallel: int) -> None:
+def fleet_reset(labs: tuple[str, ...], prefix: str | None, engines: str | None, parallel: int) -> None:
     """Put the fleet's labs (or only LABS) back to pristine, and say what was repaired in each.
 
     \b
@@ -329,7 +329,7 @@ def _each_line(
 @engines_option
 @parallel_option
 @user_errors
-def fleet_down(prefix: str | None, engines: str, parallel: int) -> None:
+def fleet_down(prefix: str | None, engines: str | None, parallel: int) -> None:
     """Remove every lab of the fleet, on every engine given.
 
     \b
@@ -352,7 +352,9 @@ def fleet_down(prefix: str | None, engines: str, parallel: int) -> None:
 @engines_option
 @parallel_option
 @user_errors
-def fleet_exercise(exercise_file: str, labs: tuple[str, ...], prefix: str | None, engines: str, parallel: int) -> None:
+def fleet_exercise(
+    exercise_file: str, labs: tuple[str, ...], prefix: str | None, engines: str | None, parallel: int
+) -> None:
     """Start the same exercise on every lab of the fleet (or on LABS): its setup runs in each.
 
     \b

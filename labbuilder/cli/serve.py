@@ -189,7 +189,7 @@ def make_app(watcher: Watcher, token: str) -> Starlette:
 @click.option("--token", envvar="LABBUILDER_TOKEN", help="the token for the buttons (default: a random one)")
 @user_errors
 def serve(
-    prefix: str | None, engines: str, parallel: int, host: str, port: int, interval: float, token: str | None
+    prefix: str | None, engines: str | None, parallel: int, host: str, port: int, interval: float, token: str | None
 ) -> None:
     """Serve a live board of a fleet: one row per lab with its engine, state and every check.
 

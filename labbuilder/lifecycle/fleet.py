@@ -28,7 +28,6 @@ from labbuilder.spec.exercise import load_exercise
 from labbuilder.spec.lab_file import resolve_file
 
 T = TypeVar("T")
-LOCAL = "local"  # the engine of DOCKER_HOST / the default context
 CONTAINER_MEMORY = 8 << 20  # bytes a lab container takes, about (KTHW's 7 take ≈45 MB)
 PARALLEL = 4  # labs started at once per engine
 PREFIX = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
@@ -130,21 +129,14 @@ def place(
 
 
 # -- the engines ----------------------------------------------------------------------------
-def open_engine(name: str) -> Engine:
-    """`local` is the engine DOCKER_HOST or the current Docker context names; any other name is a
-    Docker context (`docker context ls`)."""
-    if name != LOCAL:
-        raise LabError(f"engine {name!r}: only the local engine is supported yet", hint="--engines local")
-    return Engine()
-
-
-def free_memory(engine: Engine) -> int:
-    """MemAvailable of the engine's host, in bytes."""
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 0
+def open_engines(names: Sequence[str]) -> dict[str, Engine]:
+    """The engines by name: `local` is the default engine (DOCKER_HOST, or the local socket), any
+    other name a Docker context (`docker context ls`); none given: the engine the user chose
+    (`--context`, else Docker's own order)."""
+    if not names:
+        engine = Engine()
+        return {engine.name: engine}
+    return {name: Engine(name) for name in dict.fromkeys(names)}
 
 
 @dataclass(frozen=True)
@@ -174,9 +166,9 @@ def _labs(infos: Sequence[ContainerInfo]) -> dict[str, list[ContainerInfo]]:
 class Fleet:
     """The engines a fleet command works with, opened once, and the fleet's members on them."""
 
-    def __init__(self, prefix: str | None, engines: Sequence[str] = (LOCAL,), parallel: int = PARALLEL):
+    def __init__(self, prefix: str | None, engines: Sequence[str] = (), parallel: int = PARALLEL):
         self.prefix = check_prefix(prefix) if prefix else None
-        self.engines = {name: open_engine(name) for name in dict.fromkeys(engines)}
+        self.engines = open_engines(engines)
         self.parallel = max(1, parallel)
 
     def containers(self) -> dict[str, list[ContainerInfo]]:
@@ -261,7 +253,7 @@ def plan_up(fleet: Fleet, path: str, count: int) -> FleetPlan:
                     hint=f"`labbuilder down {lab}`, or another --prefix",
                 )
         running = sum(any(i.running for i in parts) for parts in labs.values())
-        loads.append(EngineLoad(engine, free_memory(fleet.engines[engine]), running))
+        loads.append(EngineLoad(engine, fleet.engines[engine].free_memory(), running))
     return place(fleet.prefix, count, loads, members, lab_memory)
 
 
