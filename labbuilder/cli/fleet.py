@@ -64,18 +64,30 @@ def open_fleet(prefix: str | None, engines: str | None, parallel: int = 4) -> Fl
 
 
 class FleetProgress:
-    """One display for the whole fleet: on a terminal a live bar with the labs being worked on;
-    otherwise (CI, a pipe) one line per finished lab."""
+    """One display for the whole fleet: on a terminal a live bar over the fleet, with a line under it
+    per lab being worked on (what it is doing now); otherwise (CI, a pipe) one line per finished lab."""
 
     def __init__(self, title: str, labs: dict[str, str]):
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.text import Text
 
         self.console = Console(stderr=True, markup=False, emoji=False, highlight=False)
         self.labs = labs  # lab → engine
-        self.started = {lab: time.monotonic() for lab in labs}
+        self.begun = time.monotonic()
+        self.started: dict[str, float] = {}  # lab → when work on it began (its first step)
+        self.doing: dict[str, str] = {}  # lab → its latest step, while it is worked on
         self.live = self.console.is_terminal
-        self.progress = Progress(
+        doing = self.doing
+
+        class Display(Progress):
+            def get_renderables(self) -> Any:
+                yield self.make_tasks_table(self.tasks)
+                lines = [f"  {lab} [{labs.get(lab, '?')}]: {line}" for lab, line in sorted(doing.items())]
+                if lines:
+                    yield Text("\n".join(lines), style="dim", no_wrap=True, overflow="ellipsis")
+
+        self.progress = Display(
             SpinnerColumn(),
             TextColumn("{task.description}"),
             BarColumn(),
@@ -85,7 +97,6 @@ class FleetProgress:
             disable=not self.live,
         )
         self.total = self.progress.add_task(title, total=len(labs))
-        self.rows: dict[str, Any] = {}
 
     def __enter__(self) -> FleetProgress:
         self.progress.start()
@@ -95,20 +106,17 @@ class FleetProgress:
         self.progress.stop()
 
     def step(self, lab: str, line: str) -> None:
-        if not self.live:
-            return
-        text = f"  {lab} [{self.labs.get(lab, '?')}]: {line}"
-        if lab not in self.rows:
-            self.rows[lab] = self.progress.add_task(text, total=None)
-        self.progress.update(self.rows[lab], description=text)
+        self.started.setdefault(lab, time.monotonic())
+        if self.live:
+            self.doing[lab] = line
+            self.progress.refresh()
 
     def done(self, lab: str, error: str | None) -> None:
-        seconds = time.monotonic() - self.started.get(lab, time.monotonic())
+        seconds = time.monotonic() - self.started.get(lab, self.begun)
         where = self.labs.get(lab, "?")
-        line = f"{lab} on {where}: " + (f"failed: {error}" if error else f"done in {seconds:.1f} s")
-        if lab in self.rows:
-            self.progress.remove_task(self.rows.pop(lab))
+        self.doing.pop(lab, None)
         self.progress.advance(self.total)
+        line = f"{lab} on {where}: " + (f"failed: {error}" if error else f"done in {seconds:.1f} s")
         self.console.print(("✗ " if error else "✓ ") + line)
 
 
@@ -339,7 +347,10 @@ def fleet_down(prefix: str | None, engines: str | None, parallel: int) -> None:
     from labbuilder.lifecycle import fleet as lifecycle
 
     group = open_fleet(prefix, engines, parallel)
-    members = group.require_members()
+    members = group.members()
+    if not members:
+        console.print(f"no labs in fleet {group.prefix} on {', '.join(group.engines)}: nothing to do")
+        return
     results = lifecycle.fleet_down(group, members)
     _each_line(members, results, lambda names: f"removed {len(names)} containers")
     console.print(f"fleet {group.prefix}: {len(members)} labs removed")

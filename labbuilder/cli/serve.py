@@ -213,6 +213,8 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     console.print(f"board of fleet {fleet.prefix}: http://{shown}:{port}/?token={token}")
     console.print("(the address holds the token for the reset and check buttons; without it the page is read-only)")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"note: listening on {host} over plain HTTP: the token travels in clear; prefer an SSH tunnel")
     try:
         uvicorn.run(make_app(watcher, token), host=host, port=port, log_level="warning")
     finally:
