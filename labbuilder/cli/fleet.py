@@ -138,31 +138,45 @@ def fleet() -> None:
 
 
 @fleet.command("up")
-@click.argument("lab_file")
+@click.argument("lab_file", required=False)
 @click.option("--count", "-n", type=click.IntRange(0, 999), required=True, help="how many labs the fleet has")
 @prefix_option
 @engines_option
 @parallel_option
 @user_errors
-def fleet_up(lab_file: str, count: int, prefix: str | None, engines: str | None, parallel: int) -> None:
+def fleet_up(lab_file: str | None, count: int, prefix: str | None, engines: str | None, parallel: int) -> None:
     """Bring a fleet of COUNT copies of LAB_FILE up, or converge it to COUNT.
 
     New labs go to the engine with the most free memory per running lab (the spread is printed,
     with the reason); existing labs stay where they are and converge; labs beyond COUNT are
-    removed, the highest-numbered first. The fleet's name defaults to the lab's name.
+    removed, the highest-numbered first. The fleet's name defaults to the lab's name. Without
+    LAB_FILE, a fleet that exists grows or shrinks from the lab file its labs keep.
 
     \b
     Examples:
       labbuilder fleet up labs/kthw.yaml --count 10
       labbuilder fleet up labs/kthw.yaml --count 12 --prefix class --engines local,server2
-      labbuilder fleet up labs/kthw.yaml --count 8 --prefix class --engines local,server2   # shrink
+      labbuilder fleet up --count 8 --prefix class --engines local,server2   # shrink, from any machine
     """
-    from labbuilder.lifecycle.fleet import Fleet, fleet_up, plan_up
+    import tempfile
+
+    from labbuilder.lifecycle.fleet import Fleet, kept_file
     from labbuilder.spec.lab_file import resolve_file
 
+    if lab_file is None:
+        with tempfile.TemporaryDirectory(prefix="labbuilder-fleet-") as folder:
+            group = open_fleet(prefix, engines, parallel)
+            _fleet_up(group, kept_file(group, folder), count)
+        return
     if prefix is None:
         prefix = resolve_file(lab_file)[1].lab.name
-    group = Fleet(prefix, _split(engines), parallel)
+    _fleet_up(Fleet(prefix, _split(engines), parallel), lab_file, count)
+
+
+def _fleet_up(group: Fleet, lab_file: str, count: int) -> None:
+    from labbuilder.lifecycle.fleet import fleet_up, plan_up
+
+    prefix = group.prefix
     plan = plan_up(group, lab_file, count)
     _print_spread(plan)
     labs = {p.lab: p.engine for p in plan.place} | {lab: engine for lab, engine in plan.remove}

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from labbuilder.compile.plan import LABEL_FLEET, compile_plan
@@ -255,6 +256,21 @@ def plan_up(fleet: Fleet, path: str, count: int) -> FleetPlan:
         running = sum(any(i.running for i in parts) for parts in labs.values())
         loads.append(EngineLoad(engine, fleet.engines[engine].free_memory(), running))
     return place(fleet.prefix, count, loads, members, lab_memory)
+
+
+def kept_file(fleet: Fleet, folder: str) -> str:
+    """The lab file the fleet's labs keep (the lowest-numbered running member's copy), written into
+    `folder`: a fleet grows or shrinks from any machine, without the file it was made from."""
+    for member in fleet.require_members():
+        if member.state == "running":
+            text = fleet.engines[member.engine].lab(member.lab).read_spec()
+            path = Path(folder) / f"{fleet.prefix}.yaml"
+            path.write_text(text)
+            return str(path)
+    raise LabError(
+        f"no lab of fleet {fleet.prefix} is running to read its lab file from",
+        hint="give the lab file: `labbuilder fleet up LAB.yaml …`",
+    )
 
 
 def fleet_up(fleet: Fleet, path: str, plan: FleetPlan, step: Step = _nothing, done: Done = _nothing) -> UpReport:
