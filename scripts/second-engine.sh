@@ -142,7 +142,9 @@ listener = socket.create_server(("127.0.0.1", port), backlog=128)
 CLONE_NEWNET = 0x40000000
 if ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNET) != 0:
     sys.exit(f"unshare(CLONE_NEWNET): {os.strerror(ctypes.get_errno())}")
-os.dup2(listener.fileno(), 3)  # dup2 makes it inheritable
+if listener.fileno() != 3:
+    os.dup2(listener.fileno(), 3)
+os.set_inheritable(3, True)  # dup2 onto itself is a no-op: the socket would close at exec
 os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
 devnull = os.open(os.devnull, os.O_RDONLY)
 os.dup2(devnull, 0)

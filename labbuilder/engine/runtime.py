@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import io
 import json
 import os
 import re
-import subprocess
-import tarfile
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import docker
@@ -36,14 +32,16 @@ from docker.models.containers import Container
 from labbuilder.compile.ops import ROUTER, Ns
 from labbuilder.compile.paths import SPEC_COPY
 from labbuilder.compile.plan import LABEL_FLEET, LABEL_LAB, LABEL_NODE, LABEL_ROLE, LABEL_SPEC, ContainerSpec
+from labbuilder.engine.dockerapi import TIMEOUT, EngineError, _explain, docker_errors, tar_of
 from labbuilder.errors import LabError
 
 if TYPE_CHECKING:
+    from labbuilder.engine.hostexec import HostExec
+    from labbuilder.engine.netlink import Step
     from labbuilder.spec.load import Spec
     from labbuilder.spec.model import Lab
 
 T = TypeVar("T")
-TIMEOUT = 120  # seconds one Docker API call may take
 
 
 @dataclass(frozen=True)
@@ -71,53 +69,6 @@ class ContainerInfo:
         return self.state == "running"
 
 
-class EngineError(LabError):
-    """A Docker API error, said as one sentence; `detail` keeps Docker's own words for --debug."""
-
-    def __init__(self, message: str, hint: str = "", detail: str = ""):
-        super().__init__(message, hint)
-        self.detail = detail
-
-
-def _explain(err: docker.errors.DockerException) -> str:
-    """Docker's explanation without its URL and status line."""
-    text = getattr(err, "explanation", None) or str(err)
-    text = re.sub(r"^\d{3} (Client|Server) Error for \S+: ", "", str(text))
-    return text.strip().rstrip(".")
-
-
-@contextmanager
-def docker_errors(what: str, hint: str = "") -> Iterator[None]:
-    """Turn any Docker error raised inside into `EngineError("<what>: <why>")`."""
-    try:
-        yield
-    except docker.errors.NotFound as err:
-        raise EngineError(f"{what}: it no longer exists", hint or "another command removed it?", str(err)) from None
-    except docker.errors.APIError as err:
-        status = getattr(err, "status_code", None)
-        if status == 409:
-            hint = hint or "another labbuilder command is working on this lab; wait for it, then try again"
-        raise EngineError(f"{what}: {_explain(err)}", hint, str(err)) from None
-    except docker.errors.DockerException as err:
-        raise EngineError(
-            f"{what}: cannot talk to the Docker engine ({_explain(err)})",
-            "is dockerd running? `bash scripts/ensure-docker.sh` installs and starts it",
-            str(err),
-        ) from None
-    except requests.exceptions.Timeout as err:
-        raise EngineError(
-            f"{what}: the Docker engine did not answer within {TIMEOUT} s",
-            "it may be overloaded (many labs starting at once?); try again, or look at its log",
-            str(err),
-        ) from None
-    except requests.exceptions.RequestException as err:
-        raise EngineError(
-            f"{what}: lost the connection to the Docker engine",
-            "is dockerd running? `bash scripts/ensure-docker.sh` starts it",
-            str(err),
-        ) from None
-
-
 def lock_dir() -> Path:
     """Where labbuilder's locks live: /run/labbuilder/locks for root (gone at reboot, like the
     locks), a per-user folder otherwise."""
@@ -128,13 +79,15 @@ def lock_dir() -> Path:
 
 
 @contextmanager
-def churn(kind: str) -> Iterator[None]:
+def churn(kind: str, engine: str = "local") -> Iterator[None]:
     """Container creations ("create") may run together, and removals ("remove") too, but never
     one while the other runs, across every labbuilder process on this host. Docker 20.10 can
     deadlock its network controller when endpoints are made and torn down at the same moment
     (moby/moby#42545, fixed after the 20.10 that Debian ships), and a workshop server starting
-    some labs while removing others is exactly that. A flock: released when its holder dies."""
-    fd = os.open(lock_dir() / "engine-churn.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    some labs while removing others is exactly that. A flock: released when its holder dies.
+    One lock per engine (each has its own network controller)."""
+    name = "engine-churn.lock" if engine == LOCAL else f"engine-churn-{re.sub(r'[^A-Za-z0-9_.-]', '_', engine)}.lock"
+    fd = os.open(lock_dir() / name, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH if kind == "create" else fcntl.LOCK_EX)
         yield
@@ -247,7 +200,7 @@ def connect(endpoint: Endpoint | None = None) -> docker.DockerClient:
             client.api.trust_env = False
             client.api._version = str(client.api.version(api_version=False)["ApiVersion"])
         client.ping()
-    except docker.errors.DockerException as err:
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
         hint = (
             "start it with `bash scripts/ensure-docker.sh` (installs and starts dockerd)"
             if where.name == LOCAL and not where.remote
@@ -296,6 +249,21 @@ class Engine:
     def __init__(self, context: str | None = None, client: docker.DockerClient | None = None):
         self.endpoint = resolve_endpoint(context) if client is None else Endpoint(context or LOCAL, client.api.base_url)
         self._client = client
+        self._host: HostExec | None = None
+
+    @property
+    def host(self) -> HostExec:
+        """Where work beside the engine runs: this host, or a helper container on the engine's."""
+        if self._host is None:
+            from labbuilder.engine.hostexec import HelperExec, LocalExec
+
+            self._host = HelperExec(self) if self.remote else LocalExec()
+        return self._host
+
+    def close(self) -> None:
+        """Let go of what this engine object started (the helper container, if any)."""
+        if self._host is not None:
+            self._host.close()
 
     @property
     def name(self) -> str:
@@ -463,7 +431,7 @@ class LabHandle:
                         raise
             return str(container.name)
 
-        with churn("remove"):
+        with churn("remove", self.engine.name):
             removed = in_threads(one, list(doomed))
         for key in removed:
             del self._all()[key]
@@ -517,15 +485,20 @@ class LabHandle:
         exit status."""
         ns = Ns(ns) if isinstance(ns, str) else ns
         full = ["ip", "netns", "exec", ns.netns, *argv] if ns.netns else list(argv)
-        pid = self.pid(ns.container)
+        spaces = ["-n"] if host_tools else ["-n", "-m", "-p"]
         try:
-            spaces = ["-n"] if host_tools else ["-n", "-m", "-p"]
-            done = subprocess.run(
-                ["nsenter", "-t", str(pid), *spaces, "--", *full], input=stdin, capture_output=True, timeout=300
+            code, output = self.engine.host.run(
+                ["nsenter", "-t", str(self.pid(ns.container)), *spaces, "--", *full], stdin
             )
-        except (OSError, subprocess.TimeoutExpired) as err:
+        except LabError as err:
             raise LabError(f"lab {self.name}: cannot enter {self._container(ns.container).name}: {err}") from None
-        return ExecResult(done.returncode, (done.stdout + done.stderr).decode(errors="replace"))
+        return ExecResult(code, output)
+
+    def netlink(self, steps: Sequence[Step]) -> list[str]:
+        """Netlink steps in order, each namespace opened by its path on the engine's host (in this
+        process, or in the helper beside a remote engine); returns the links whose IPv6
+        link-local address was given back."""
+        return self.engine.host.netlink(steps, self.ns_path)
 
     def run(
         self,
@@ -574,23 +547,6 @@ class LabHandle:
         from labbuilder.spec.resolve import build_model
 
         return build_model(self.spec()).lab
-
-
-def tar_of(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    now = int(time.time())
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        folders = sorted({str(p) for path in files for p in PurePosixPath(path).parents if str(p) != "/"})
-        for folder in folders:
-            info = tarfile.TarInfo(folder.lstrip("/"))
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, now
-            tar.addfile(info)
-        for path, content in files.items():
-            data = content.encode()
-            info = tarfile.TarInfo(path.lstrip("/"))
-            info.size, info.mode, info.mtime = len(data), 0o644, now
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def in_threads(work: Callable[[str], T], keys: Sequence[str], workers: int = 8) -> dict[str, T]:

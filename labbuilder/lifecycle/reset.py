@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from labbuilder.compile.ops import Iptables, Ns, Op, Phase, Process, Route, WriteFile, by_phase
 from labbuilder.compile.paths import RULES_FILE, SPEC_COPY
 from labbuilder.compile.plan import Plan, compile_plan
-from labbuilder.engine.apply import Applier, NetlinkOp, apply_netlink
-from labbuilder.engine.netlink import Netlink
+from labbuilder.engine.apply import Applier
+from labbuilder.engine.netlink import NetlinkOp, RestoreLinkLocal, Step
 from labbuilder.engine.runtime import Engine, LabHandle, in_threads
 from labbuilder.errors import LabError
 from labbuilder.lifecycle.diff import Difference, NsDesired, desired_state, diff
@@ -124,18 +124,11 @@ def _restore_links(
     operation makes them; replacing one that is there changes nothing), then the planned routes,
     whose gateways need those prefix routes. Every step ensures, over netlink."""
     namespaces = {op.ns for op in plan.steps[key]} | {Ns(key)}
-    with Netlink(handle.ns_path) as nl:
-        for op in phases[Phase.LINKS]:
-            assert isinstance(op, NetlinkOp)
-            apply_netlink(nl, op)
-        for ns in namespaces:
-            for route in desired[ns].connected if ns in desired else []:
-                apply_netlink(nl, route)
-        for op in phases[Phase.ROUTES]:
-            assert isinstance(op, Route)
-            apply_netlink(nl, op)
-        for ns in namespaces:
-            nl.restore_link_local(ns)
+    steps: list[Step] = [op for op in phases[Phase.LINKS] if isinstance(op, NetlinkOp)]
+    steps += [route for ns in namespaces for route in (desired[ns].connected if ns in desired else [])]
+    steps += [op for op in phases[Phase.ROUTES] if isinstance(op, Route)]
+    steps += [RestoreLinkLocal(ns) for ns in sorted(namespaces, key=lambda ns: ns.netns or "")]
+    handle.netlink(steps)
 
 
 def target(

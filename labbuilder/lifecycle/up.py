@@ -113,12 +113,12 @@ def ensure_containers(
             if key == ROUTER and spec_copy is not None:
                 handle.put_files(ROUTER, {SPEC_COPY: spec_copy})
 
-        with churn("create"):
+        with churn("create", handle.engine.name):
             in_threads(make, missing, workers=8)
     stopped = [key for key, info in found.items() if not info.running]
     if stopped:
         progress(f"starting {len(stopped)} stopped containers")
-        with churn("create"):
+        with churn("create", handle.engine.name):
             in_threads(handle.start, stopped, workers=8)
     if spec_copy is not None and ROUTER not in missing:
         handle.put_files(ROUTER, {SPEC_COPY: spec_copy})
