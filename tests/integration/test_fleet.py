@@ -300,4 +300,7 @@ def test_fleet_over_two_engines(second_engine: str):
         down = labbuilder_fleet("down", "--prefix", prefix, "--engines", engines, check=False)
     assert down.returncode == 0, down.stderr
     assert labbuilder_containers() == [] and labbuilder_containers(second_engine) == []
+    # The helper containers that did the second engine's namespace work are gone with their process.
+    helpers = sh("docker", "--context", second_engine, "ps", "-aq", "--filter", "label=labbuilder.helper").stdout
+    assert helpers.split() == []
     assert host_state() == before
