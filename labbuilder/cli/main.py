@@ -69,9 +69,10 @@ def validate(lab_file: str) -> None:
     Example:
       labbuilder validate labs/kthw.yaml
     """
+    from labbuilder.engine.kernel import host_kernel
     from labbuilder.spec.lab_file import resolve_file
 
-    _, resolved = resolve_file(lab_file)
+    _, resolved = resolve_file(lab_file, kernel=host_kernel())
     for warning in resolved.warnings:
         click.echo(str(warning), err=True)
     console.print("ok")
@@ -89,10 +90,11 @@ def plan(lab_file: str, name: str | None) -> None:
       labbuilder plan labs/kthw.yaml | less -R
     """
     from labbuilder.compile.plan import compile_plan
+    from labbuilder.engine.kernel import host_kernel
     from labbuilder.present.tables import print_plan
     from labbuilder.spec.lab_file import resolve_file
 
-    _, resolved = resolve_file(lab_file, name)
+    _, resolved = resolve_file(lab_file, name, host_kernel())
     print_plan(console, compile_plan(resolved.lab))
 
 

@@ -12,9 +12,9 @@ import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from labbuilder.compile import kubelet, pki
+from labbuilder.compile import announce, kubelet, pki
 from labbuilder.compile.cni import mode_for
-from labbuilder.compile.kubeproxy import kube_proxy_tables
+from labbuilder.compile.kubeproxy import kube_proxy_tables, per_node
 from labbuilder.compile.netfilter import Restore
 from labbuilder.compile.ops import ROUTER, Address, Bridge, Iptables, LinkUp, Master, Ns, Op, Route, Veth
 from labbuilder.spec.addressing import hashed_mac, node_mac
@@ -89,8 +89,9 @@ def compile_plan(lab: Lab) -> Plan:
         ContainerSpec(n.name, lab.container_name(n.name), n.name, n.role, dict(_NODE_SYSCTLS)) for n in lab.nodes
     )
     steps: dict[str, tuple[Op, ...]] = {ROUTER: tuple(router_steps(lab))}
-    proxy = Restore(kube_proxy_tables(lab))  # the same on every node: computed and formatted once
+    shared = None if per_node(lab) else Restore(kube_proxy_tables(lab))  # computed and formatted once
     for node in lab.nodes:
+        proxy = shared or Restore(kube_proxy_tables(lab, node))  # Local policies: each node its own
         steps[node.name] = tuple(uplink_steps(lab, node)) + tuple(node_steps(lab, node, proxy))
     return Plan(lab, (router, *nodes), steps)
 
@@ -120,6 +121,8 @@ def router_steps(lab: Lab) -> list[Op]:
     ]
     if mode_for(lab).router_routes(lab):
         ops += [Route(ns, str(n.pod_cidr), via=str(n.ip)) for n in lab.nodes if n.pod_cidr is not None]
+    # LoadBalancer and external IPs: to the node that takes each, as a cloud load balancer would.
+    ops += [Route(ns, f"{ip}/32", via=str(node.ip)) for ip, node in announce.routes(lab)]
     return [*ops, *pki.router_files(lab, ROUTER)]
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from labbuilder.compile.plan import LABEL_FLEET, compile_plan
+from labbuilder.engine.kernel import host_kernel
 from labbuilder.engine.runtime import ContainerInfo, Engine
 from labbuilder.errors import LabError
 from labbuilder.lifecycle import lab as single
@@ -237,7 +238,7 @@ class UpReport:
 def plan_up(fleet: Fleet, path: str, count: int) -> FleetPlan:
     """Validate the lab file (nothing is made from a bad one), read the engines, place the fleet."""
     assert fleet.prefix is not None
-    _, resolved = resolve_file(path, member_name(fleet.prefix, 1))
+    _, resolved = resolve_file(path, member_name(fleet.prefix, 1), host_kernel())
     lab_memory = CONTAINER_MEMORY * len(compile_plan(resolved.lab).containers)
     containers = fleet.containers()
     members: dict[str, str] = {}

@@ -13,6 +13,7 @@ from labbuilder.compile.ops import ROUTER
 from labbuilder.compile.paths import SPEC_COPY
 from labbuilder.compile.plan import LABEL_FLEET, Plan, compile_plan
 from labbuilder.engine.apply import Applier
+from labbuilder.engine.kernel import host_kernel
 from labbuilder.engine.runtime import Engine, LabHandle, churn, in_threads
 from labbuilder.errors import LabError
 from labbuilder.lifecycle.lock import lab_lock
@@ -43,7 +44,7 @@ def up(
 ) -> UpResult:
     """Create lab `path` (or converge it: after a crash, an engine restart, a second `up`); `labels`
     go on its containers besides the plan's own (a fleet's name)."""
-    spec, resolved = resolve_file(path, name)
+    spec, resolved = resolve_file(path, name, host_kernel())
     plan = compile_plan(resolved.lab)
     engine = engine or Engine()
     tag = engine.ensure_image(progress)

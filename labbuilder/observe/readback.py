@@ -169,6 +169,12 @@ class ServiceView:
     ports: tuple[PortView, ...]
     selector: dict[str, str]
     programmed: bool  # kube-proxy rules for it were found on the node read
+    external_ips: tuple[str, ...] = ()  # spec.externalIPs, as the rules capture them
+    load_balancer_ips: tuple[str, ...] = ()  # status.loadBalancer.ingress, as the rules capture them
+    external_traffic_policy: str = ""  # "" where the API leaves it unset (ClusterIP without externalIPs)
+    internal_traffic_policy: str = "Cluster"
+    health_check_node_port: int | None = None
+    source_ranges: tuple[str, ...] = ()
 
     @property
     def ref(self) -> str:
@@ -210,6 +216,8 @@ def _lab_service_view(
         return ServiceView(svc.namespace, svc.name, "ClusterIP", "None", tuple(headless), svc.selector, False)
     ports = []
     ips = set()
+    external: dict[str, None] = {}
+    balanced: dict[str, None] = {}
     for port in svc.ports:
         rule = rules.get((svc.ref, port.name, port.protocol, port.port))
         if rule is None:
@@ -217,7 +225,12 @@ def _lab_service_view(
             ports.append(PortView(port.name, port.protocol, port.port, port.target_port, port.node_port, ()))
             continue
         ips.add(str(rule.cluster_ip))
-        node_port = rule.node_port if rule.chain else port.node_port  # REJECT rules don't say
+        external.update(dict.fromkeys(map(str, rule.external_ips)))
+        balanced.update(dict.fromkeys(map(str, rule.load_balancer_ips)))
+        for ip in rule.refused_ips:  # a refused address does not say its kind: the lab's plan does
+            (balanced if ip in svc.load_balancer_ips else external)[str(ip)] = None
+        found_port = rule.chain or rule.node_port is not None  # 2018's REJECT rules don't say
+        node_port = rule.node_port if found_port else port.node_port
         endpoints = tuple(_endpoint_view(lab, e) for e in rule.endpoints)
         ports.append(PortView(port.name, port.protocol, port.port, port.target_port, node_port, endpoints))
     if len(ips) > 1:
@@ -225,7 +238,21 @@ def _lab_service_view(
     cluster_ip = sorted(ips)[0] if ips else str(svc.cluster_ip)
     if ips and cluster_ip != str(svc.cluster_ip):
         warnings.append(f"{node}: {svc.ref} is programmed at {cluster_ip}, the lab planned {svc.cluster_ip}")
-    return ServiceView(svc.namespace, svc.name, _service_type(ports), cluster_ip, tuple(ports), svc.selector, bool(ips))
+    return ServiceView(
+        svc.namespace,
+        svc.name,
+        svc.type,
+        cluster_ip,
+        tuple(ports),
+        svc.selector,
+        bool(ips),
+        tuple(external) if ips else tuple(map(str, svc.external_ips)),
+        tuple(balanced) if ips else tuple(map(str, svc.load_balancer_ips)),
+        svc.external_traffic_policy if svc.type != "ClusterIP" or svc.external_ips else "",
+        svc.internal_traffic_policy,
+        svc.health_check_node_port,
+        tuple(map(str, svc.load_balancer_source_ranges)),
+    )
 
 
 def _stranger_view(lab: Lab, found: Sequence[ServicePortRules]) -> ServiceView:
@@ -235,7 +262,12 @@ def _stranger_view(lab: Lab, found: Sequence[ServicePortRules]) -> ServiceView:
         for r in found
     ]
     first = found[0]
-    return ServiceView(first.namespace, first.name, _service_type(ports), str(first.cluster_ip), tuple(ports), {}, True)
+    external = tuple(dict.fromkeys(str(ip) for r in found for ip in (*r.external_ips, *r.refused_ips)))
+    balanced = tuple(dict.fromkeys(str(ip) for r in found for ip in r.load_balancer_ips))
+    kind = "LoadBalancer" if balanced else _service_type(ports)
+    return ServiceView(
+        first.namespace, first.name, kind, str(first.cluster_ip), tuple(ports), {}, True, external, balanced
+    )
 
 
 def service_views(lab: Lab, rules: Sequence[ServicePortRules], node: str) -> tuple[list[ServiceView], list[str]]:

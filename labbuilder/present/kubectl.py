@@ -65,6 +65,19 @@ def format_ports(view: ServiceView) -> str:
     return ",".join(parts) or "<none>"
 
 
+def external_ip(view: ServiceView, wide: bool = False) -> str:
+    """EXTERNAL-IP as kubectl prints it (getServiceExternalIP): externalIPs, and for a LoadBalancer
+    its ingress addresses first (cut to 16 characters unless -o wide), or <pending> without one."""
+    if view.type != "LoadBalancer":
+        return ",".join(view.external_ips) or "<none>"
+    balanced = ",".join(view.load_balancer_ips)
+    if not wide and len(balanced) > 16:  # loadBalancerStatusStringer
+        balanced = balanced[:13] + "..."
+    if view.external_ips:
+        return ",".join([*([balanced] if balanced else []), *view.external_ips])
+    return balanced or "<pending>"
+
+
 def format_endpoints(view: ServiceView, limit: int | None = 3) -> str:
     """ENDPOINTS as kubectl prints it: ports in order, addresses per port, `+ N more...` past 3."""
     items = [f"{e.ip}:{e.port}" for p in view.ports for e in p.endpoints]
@@ -156,7 +169,9 @@ def pod_object(lab: Lab, state: PodState) -> dict[str, Any]:
             for c in state.containers
         ],
     }
-    ports = [{"containerPort": p.port, "protocol": p.protocol} for p in pod.ports]
+    ports = [
+        {**({"name": p.name} if p.name else {}), "containerPort": p.port, "protocol": p.protocol} for p in pod.ports
+    ]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -193,15 +208,25 @@ def service_object(view: ServiceView, created: float | None) -> dict[str, Any]:
         "clusterIP": view.cluster_ip,
         "clusterIPs": [view.cluster_ip],
         "ports": ports,
+        "internalTrafficPolicy": view.internal_traffic_policy,
     }
     if view.selector:
         spec["selector"] = dict(view.selector)
+    if view.external_ips:
+        spec["externalIPs"] = list(view.external_ips)
+    if view.external_traffic_policy:
+        spec["externalTrafficPolicy"] = view.external_traffic_policy
+    if view.health_check_node_port:
+        spec["healthCheckNodePort"] = view.health_check_node_port
+    if view.source_ranges:
+        spec["loadBalancerSourceRanges"] = list(view.source_ranges)
+    ingress = [{"ip": ip, "ipMode": "VIP"} for ip in view.load_balancer_ips]
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": view.name, "namespace": view.namespace, "creationTimestamp": timestamp(created)},
         "spec": spec,
-        "status": {"loadBalancer": {}},
+        "status": {"loadBalancer": {"ingress": ingress} if ingress else {}},
     }
 
 
@@ -304,7 +329,7 @@ def service_rows(
         headers.append("SELECTOR")
     rows = []
     for v in views:
-        row = [v.name, v.type, v.cluster_ip, "<none>", format_ports(v), age]
+        row = [v.name, v.type, v.cluster_ip, external_ip(v, wide), format_ports(v), age]
         if all_namespaces:
             row.insert(0, v.namespace)
         if wide:

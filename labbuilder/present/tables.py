@@ -65,8 +65,11 @@ def addressing_tables(lab: Lab, pods_limit: int | None = None) -> list[str]:
         for svc in lab.services:
             ports = ",".join(f"{p.port}{':' + str(p.node_port) if p.node_port else ''}/{p.protocol}" for p in svc.ports)
             endpoints = sorted({f"{e.ip}:{e.port}" for eps in svc.endpoints.values() for e in eps})
-            services.append([svc.namespace, svc.name, svc.type, str(svc.cluster_ip), ports, _listing(endpoints)])
-        headers = ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "ENDPOINTS"]
+            outside = ",".join(map(str, (*svc.load_balancer_ips, *svc.external_ips)))
+            outside = outside or ("<pending>" if svc.type == "LoadBalancer" else "<none>")
+            row = [svc.namespace, svc.name, svc.type, str(svc.cluster_ip), outside, ports, _listing(endpoints)]
+            services.append(row)
+        headers = ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "ENDPOINTS"]
         blocks.append("services\n" + columns(headers, services))
     return blocks
 

@@ -42,6 +42,8 @@ DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
             "type": "ClusterIP",
             "sessionAffinity": "None",
             "sessionAffinityTimeout": 10800,  # kube-proxy's ClientIP affinity: 3 hours
+            "externalTrafficPolicy": "Cluster",
+            "internalTrafficPolicy": "Cluster",
         },
         "services.*.ports.*": {"protocol": "TCP"},
         "checks.*": {"expect": "reach"},

@@ -13,11 +13,12 @@ from typing import Literal
 ROUTER = "router"  # the key of the lab's router: in the plan, in references, in container labels
 
 Role = Literal["controller", "worker"]
-Protocol = Literal["TCP", "UDP"]
+Protocol = Literal["TCP", "UDP", "SCTP"]
 CniMode = Literal["bridge", "ptp", "vxlan"]
 RouteMode = Literal["router", "nodes"]
 ProxyStyle = Literal["current", "2018"]
-ServiceType = Literal["ClusterIP", "NodePort"]
+ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
+TrafficPolicy = Literal["Cluster", "Local"]  # externalTrafficPolicy / internalTrafficPolicy
 PodApp = Literal["server", "dns"]
 
 
@@ -78,6 +79,7 @@ class Pod:
 class PodPort:
     port: int
     protocol: Protocol = "TCP"
+    name: str = ""  # a container port's name: a service's `targetPort: NAME` resolves to it, per pod
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ class Endpoint:
 @dataclass(frozen=True)
 class ServicePort:
     port: int
-    target_port: int
+    target_port: int | str  # a number, or a container port's name (resolved per pod into Endpoint.port)
     protocol: Protocol = "TCP"
     name: str = ""
     node_port: int | None = None
@@ -128,6 +130,12 @@ class Service:
     endpoints: dict[str, tuple[Endpoint, ...]] = field(default_factory=dict)
     session_affinity: bool = False
     affinity_timeout: int = 10800
+    external_traffic_policy: TrafficPolicy = "Cluster"  # Local: node ports and LB IPs to local endpoints only
+    internal_traffic_policy: TrafficPolicy = "Cluster"  # Local: the ClusterIP to the client node's endpoints only
+    external_ips: tuple[IPv4Address, ...] = ()  # `externalIPs`: routed to the nodes by the lab's router
+    load_balancer_ips: tuple[IPv4Address, ...] = ()  # type LoadBalancer: status.loadBalancer.ingress
+    load_balancer_source_ranges: tuple[IPv4Network, ...] = ()  # only these clients may use the LB IPs
+    health_check_node_port: int | None = None  # LoadBalancer + Local: kube-proxy answers /healthz here
 
     @property
     def ref(self) -> str:
@@ -137,6 +145,19 @@ class Service:
     def headless(self) -> bool:
         """No ClusterIP: kube-proxy leaves it alone, DNS answers with its endpoints' addresses."""
         return self.cluster_ip is None
+
+    @property
+    def external_local(self) -> bool:
+        """Traffic from outside (node ports, external and LB IPs) goes to local endpoints only.
+
+        kube-proxy's ExternalPolicyForExternalIP: the policy only matters when something external
+        reaches the service, that is a NodePort/LoadBalancer type or an external IP."""
+        externally = self.type != "ClusterIP" or bool(self.external_ips)
+        return externally and self.external_traffic_policy == "Local"
+
+    @property
+    def internal_local(self) -> bool:
+        return self.internal_traffic_policy == "Local"
 
 
 @dataclass(frozen=True)
@@ -170,6 +191,23 @@ class Check:
 
 
 @dataclass(frozen=True)
+class LoadBalancerRange:
+    """`loadBalancer: {range: CIDR}`: the addresses a cloud load-balancer controller hands to
+    services of type LoadBalancer, in order. The lab's router routes each to a node (compile.plan)."""
+
+    range: IPv4Network
+
+
+@dataclass(frozen=True)
+class HostKernel:
+    """What the host kernel offers that a lab may need. Read from /proc by the layers that may do
+    I/O (engine.kernel) and handed to resolve; the defaults (everything there) keep pure callers,
+    unit tests and a running lab's own model free of host facts."""
+
+    sctp: bool = True  # /proc/net/sctp: the sctp module is loaded
+
+
+@dataclass(frozen=True)
 class Lab:
     name: str
     network: NodeNetwork
@@ -179,6 +217,7 @@ class Lab:
     services: tuple[Service, ...] = ()
     checks: tuple[Check, ...] = ()
     proxy_style: ProxyStyle = "current"
+    load_balancer: LoadBalancerRange | None = None
 
     def node(self, name: str) -> Node:
         for node in self.nodes:

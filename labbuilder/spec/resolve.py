@@ -23,7 +23,9 @@ from labbuilder.spec.model import (
     Cluster,
     Cni,
     Endpoint,
+    HostKernel,
     Lab,
+    LoadBalancerRange,
     Node,
     NodeNetwork,
     Pod,
@@ -34,6 +36,7 @@ from labbuilder.spec.model import (
 )
 
 APISERVER_PORT = 6443
+NODE_PORT_RANGE = range(30000, 32768)  # kube-apiserver's --service-node-port-range default
 RESERVED_NODE_NAMES = {ROUTER: "the lab's router is named <lab>-router already"}
 
 
@@ -62,9 +65,10 @@ class Resolved:
 
 
 class _Resolver:
-    def __init__(self, spec: Spec):
+    def __init__(self, spec: Spec, kernel: HostKernel):
         self.spec = spec
         self.data = spec.data
+        self.kernel = kernel
         self.problems: list[Problem] = []
 
     # -- helpers -------------------------------------------------------------------------
@@ -124,10 +128,33 @@ class _Resolver:
         if nodes is None:
             return None
         nodes = self.place_pods(nodes, cluster)
-        services = self.services(cluster, nodes)
+        load_balancer = self.load_balancer(network, cluster, nodes)
         style = self.section("kubeProxy")["style"]
-        lab = Lab(self.data["name"], network, cluster, cni, tuple(nodes), services, (), style)
+        services = self.services(cluster, nodes, load_balancer, style)
+        lab = Lab(self.data["name"], network, cluster, cni, tuple(nodes), services, (), style, load_balancer)
         return replace(lab, checks=self.checks(lab, self.data.get("checks", []), ("checks",)))
+
+    def load_balancer(self, network: NodeNetwork, cluster: Cluster, nodes: list[Node]) -> LoadBalancerRange | None:
+        """`loadBalancer.range`: addresses for no one but LoadBalancer services (it may sit inside the
+        node network, as a cloud's do, but never on a node, the router, or the pod and service ranges)."""
+        if "loadBalancer" not in self.data:
+            return None
+        path: Path_ = ("loadBalancer", "range")
+        cidr = self.network(path, self.data["loadBalancer"]["range"])
+        if cidr is None:
+            return None
+        for other, what in ((cluster.pod_cidr, "cluster.podCIDR"), (cluster.service_cidr, "cluster.serviceCIDR")):
+            if cidr.overlaps(other):
+                self.error(
+                    path, f"{cidr} overlaps {other} ({what})", "pick addresses outside the pod and service ranges"
+                )
+                return None
+        taken = {network.gateway: "the router", **{n.ip: f"node {n.name}" for n in nodes}}
+        for ip, who in taken.items():
+            if ip in cidr:
+                self.error(path, f"{cidr} holds {ip}, the address of {who}", "pick addresses no node uses")
+                return None
+        return LoadBalancerRange(cidr)
 
     def check_name(self) -> None:
         """The file's name passed the schema; one given on the command line (`up --name`) has not."""
@@ -369,10 +396,7 @@ class _Resolver:
                     "add a worker node or give a node a podCIDR",
                 )
                 return nodes
-            ports = tuple(
-                PodPort(p["port"], p["protocol"])
-                for p in (defaults.of("workloads.*.ports.*", p) for p in w.get("ports", []))
-            )
+            ports = self.pod_ports(path, w)
             if "port" in w:
                 ports = (PodPort(w["port"], defaults.DEFAULTS["workloads.*.ports.*"]["protocol"]), *ports)
             labels = w.get("labels", defaults.labels(w["name"]))
@@ -384,6 +408,29 @@ class _Resolver:
             placed[pod_nodes[0]].append(DNS_POD)
         rows = {n["name"]: i for i, n in enumerate(self.data["nodes"])}
         return [self.with_pods(node, rows[node.name], placed[node.name]) for node in nodes]
+
+    def pod_ports(self, path: Path_, w: dict[str, Any]) -> tuple[PodPort, ...]:
+        """A workload's `ports:`, names unique in the pod (as the API server wants of a container)."""
+        ports = []
+        names: set[str] = set()
+        for j, given in enumerate(w.get("ports", [])):
+            p = defaults.of("workloads.*.ports.*", given)
+            name = p.get("name", "")
+            if name and name in names:
+                self.error((*path, "ports", j, "name"), f"port name {name!r} is used twice", "port names are unique")
+            names.add(name)
+            self.check_protocol((*path, "ports", j, "protocol"), p["protocol"])
+            ports.append(PodPort(p["port"], p["protocol"], name))
+        return tuple(ports)
+
+    def check_protocol(self, path: Path_, protocol: str) -> None:
+        """SCTP needs the host kernel's sctp module: every lab shares the host's kernel."""
+        if protocol == "SCTP" and not self.kernel.sctp:
+            self.error(
+                path,
+                "protocol SCTP needs the host kernel's sctp module, and this host has none (/proc/net/sctp is absent)",
+                "load it on the host (modprobe sctp) or use TCP or UDP",
+            )
 
     def targets_ok(self, path: Path_, targets: list[str], by_name: dict[str, Node]) -> bool:
         for t_index, target in enumerate(targets):
@@ -431,7 +478,9 @@ class _Resolver:
         return replace(node, pods=tuple(built))
 
     # -- services ----------------------------------------------------------------------------
-    def services(self, cluster: Cluster, nodes: list[Node]) -> tuple[Service, ...]:
+    def services(
+        self, cluster: Cluster, nodes: list[Node], lb: LoadBalancerRange | None, style: str
+    ) -> tuple[Service, ...]:
         """Built-in services first (kubernetes, kube-dns), then the file's, clusterIPs checked and allocated."""
         entries = self.service_entries(cluster)
         taken: dict[IPv4Address, str] = {}
@@ -441,10 +490,10 @@ class _Resolver:
                 continue
             if s["clusterIP"] == "None":  # headless: no address, no kube-proxy rules, DNS only
                 given[i] = None
-                if s["type"] == "NodePort":
+                if s["type"] != "ClusterIP":
                     self.error(
                         (*path, "clusterIP"),
-                        "clusterIP may not be None for a NodePort service",
+                        f"clusterIP may not be None for a {s['type']} service",
                         "use type: ClusterIP for a headless service",
                     )
                 continue
@@ -500,12 +549,122 @@ class _Resolver:
                 service = replace(
                     service,
                     endpoints={
-                        (p.name or str(p.port)): tuple(Endpoint(n.ip, p.target_port, None, n.name) for n in controllers)
+                        # a port name: the apiservers name no port, so it has no endpoints
+                        (p.name or str(p.port)): tuple(
+                            Endpoint(n.ip, p.target_port, None, n.name)
+                            for n in controllers
+                            if isinstance(p.target_port, int)
+                        )
                         for p in service.ports
                     },
                 )
+            self.check_external(path, s, service, cluster, nodes, style)
             result.append(service)
-        return tuple(result)
+        result = self.allocate_node_ports(result, set(seen_node_ports))
+        return self.allocate_load_balancers(entries, result, lb, cluster, nodes)
+
+    def check_external(
+        self, path: Path_, s: dict[str, Any], svc: Service, cluster: Cluster, nodes: list[Node], style: str
+    ) -> None:
+        """What the API server checks of externalIPs and the traffic policies, and what 2018 lacks."""
+        for j, ip in enumerate(svc.external_ips):
+            where: Path_ = (*path, "externalIPs", j)
+            holders = {cluster.pod_cidr: "cluster.podCIDR", cluster.service_cidr: "cluster.serviceCIDR"}
+            inside = [what for net, what in holders.items() if ip in net]
+            node = next((n.name for n in nodes if n.ip == ip), None)
+            if inside:
+                self.error(where, f"externalIP {ip} is inside {inside[0]}", "an external IP is outside the cluster")
+            elif node is not None:
+                self.error(where, f"externalIP {ip} is the address of node {node}", "node ports already answer there")
+        externally = svc.type != "ClusterIP" or svc.external_ips
+        if svc.external_traffic_policy == "Local" and not externally:
+            self.error(
+                (*path, "externalTrafficPolicy"),
+                "externalTrafficPolicy may only be set for externally-accessible services",
+                "use type: NodePort or LoadBalancer, or give externalIPs",
+            )
+        if svc.load_balancer_source_ranges and svc.type != "LoadBalancer":
+            self.error(
+                (*path, "loadBalancerSourceRanges"),
+                f"loadBalancerSourceRanges given on a {svc.type} service",
+                "set type: LoadBalancer",
+            )
+        if style == "2018":
+            modern: list[str] = [
+                key for key in ("externalIPs", "loadBalancerIP", "loadBalancerSourceRanges") if key in s
+            ]
+            modern += [key for key in ("externalTrafficPolicy", "internalTrafficPolicy") if s[key] == "Local"]
+            modern += ["type"] if s["type"] == "LoadBalancer" else []
+            for key in modern:
+                self.error(
+                    (*path, key),
+                    f"{key if isinstance(s[key], list) else f'{key}: {s[key]}'} is rendered in current kube-proxy's"
+                    " shapes only",
+                    "use kubeProxy.style: current",
+                )
+
+    def allocate_node_ports(self, services: list[Service], used: set[int]) -> list[Service]:
+        """NodePort and LoadBalancer ports without a nodePort get the lowest free one, as do
+        LoadBalancer services with externalTrafficPolicy Local their healthCheckNodePort
+        (kube-apiserver picks at random; the lowest keeps a lab the same on every `up`)."""
+        free = (port for port in NODE_PORT_RANGE if port not in used)
+        out = []
+        for svc in services:
+            if svc.type != "ClusterIP":
+                ports = tuple(p if p.node_port else replace(p, node_port=next(free, None)) for p in svc.ports)
+                svc = replace(svc, ports=ports)
+            if svc.type == "LoadBalancer" and svc.external_traffic_policy == "Local":
+                svc = replace(svc, health_check_node_port=next(free, None))
+            out.append(svc)
+        return out
+
+    def allocate_load_balancers(
+        self,
+        entries: list[tuple[Path_, dict[str, Any]]],
+        services: list[Service],
+        lb: LoadBalancerRange | None,
+        cluster: Cluster,
+        nodes: list[Node],
+    ) -> tuple[Service, ...]:
+        """LoadBalancer services take `loadBalancerIP`, else the next free address of the lab's range
+        in file order, as a cloud's load-balancer controller hands them out."""
+        by_ref = {f"{s['namespace']}/{s['name']}": (path, s) for path, s in entries}
+        wanted: dict[str, IPv4Address] = {}
+        owner: dict[IPv4Address, str] = {}
+        for svc in services:
+            path, s = by_ref[svc.ref]
+            if "loadBalancerIP" not in s:
+                continue
+            where: Path_ = (*path, "loadBalancerIP")
+            if svc.type != "LoadBalancer":
+                self.error(where, f"loadBalancerIP given on a {svc.type} service", "set type: LoadBalancer")
+                continue
+            ip = self.address(where, s["loadBalancerIP"])
+            if ip is None:
+                continue
+            if lb is not None and ip not in lb.range:
+                self.error(where, f"loadBalancerIP {ip} is outside loadBalancer.range {lb.range}", "pick one inside it")
+            elif ip in owner:
+                self.error(where, f"loadBalancerIP {ip} is already taken by {owner[ip]}", "each service needs its own")
+            elif ip in cluster.pod_cidr or ip in cluster.service_cidr or any(n.ip == ip for n in nodes):
+                self.error(where, f"loadBalancerIP {ip} is an address of the cluster", "use loadBalancer.range")
+            wanted[svc.ref] = ip
+            owner.setdefault(ip, svc.ref)
+        pool = (ip for ip in (lb.range.hosts() if lb else ()) if ip not in owner)
+        out = []
+        for svc in services:
+            if svc.type != "LoadBalancer":
+                out.append(svc)
+                continue
+            ip = wanted.get(svc.ref) or next(pool, None)
+            if ip is None:
+                path, _ = by_ref[svc.ref]
+                why = "no loadBalancer.range" if lb is None else f"loadBalancer.range {lb.range} is used up"
+                self.warn((*path, "type"), f"{why}: {svc.ref} keeps EXTERNAL-IP <pending>", "add addresses")
+                out.append(svc)
+                continue
+            out.append(replace(svc, load_balancer_ips=(ip,)))
+        return tuple(out)
 
     def service_entries(self, cluster: Cluster) -> list[tuple[Path_, dict[str, Any]]]:
         """The file's services, with `default/kubernetes` and `kube-system/kube-dns` always there.
@@ -572,24 +731,36 @@ class _Resolver:
         )
         stype = s["type"]
         for j, p in enumerate(given):
-            if "nodePort" in p and stype != "NodePort":
+            self.check_protocol((*path, "ports", j, "protocol"), p["protocol"])
+            if "nodePort" in p and stype == "ClusterIP":
                 self.error(
                     (*path, "ports", j, "nodePort"), f"nodePort given on a {stype} service", "set type: NodePort"
                 )
         self.check_ports(path, ports)
-        matching = [p for p in pods if selector and all(p.labels.get(k) == v for k, v in selector.items())]
+        matching = sorted(
+            (p for p in pods if selector and all(p.labels.get(k) == v for k, v in selector.items())),
+            key=lambda pod: pod.ip,
+        )
         if selector and not matching:
             self.warn(
                 (*path, "selector"),
                 f"selector {selector} matches no pod",
                 "the service will have no endpoints and will reject connections",
             )
-        endpoints = {
-            (p.name or str(p.port)): tuple(
-                Endpoint(pod.ip, p.target_port, pod.node, pod.name) for pod in sorted(matching, key=lambda pod: pod.ip)
+        endpoints = {}
+        for j, port_ in enumerate(ports):
+            found = tuple(
+                Endpoint(pod.ip, port, pod.node, pod.name)
+                for pod in matching
+                if (port := _target_port(pod, port_)) is not None
             )
-            for p in ports
-        }
+            if matching and not found:
+                self.warn(
+                    (*path, "ports", j, "targetPort"),
+                    f"no selected pod has a {port_.protocol} port named {port_.target_port!r}",
+                    "name the port in the workload's ports: [{name: ..., port: ...}]",
+                )
+            endpoints[port_.name or str(port_.port)] = found
         return Service(
             s["name"],
             s["namespace"],
@@ -600,6 +771,16 @@ class _Resolver:
             endpoints,
             s["sessionAffinity"] == "ClientIP",
             s["sessionAffinityTimeout"],
+            external_traffic_policy=s["externalTrafficPolicy"],
+            internal_traffic_policy=s["internalTrafficPolicy"],
+            external_ips=tuple(
+                a for j, t in enumerate(s.get("externalIPs", [])) if (a := self.address((*path, "externalIPs", j), t))
+            ),
+            load_balancer_source_ranges=tuple(
+                n
+                for j, t in enumerate(s.get("loadBalancerSourceRanges", []))
+                if (n := self.network((*path, "loadBalancerSourceRanges", j), t))
+            ),
         )
 
     def check_ports(self, path: Path_, ports: tuple[ServicePort, ...]) -> None:
@@ -618,14 +799,23 @@ class _Resolver:
             pairs.add((p.port, p.protocol))
 
 
+def _target_port(pod: Pod, port: ServicePort) -> int | None:
+    """The pod's port a service port targets: its number, or the pod's port of that name and
+    protocol (kube's FindPort); None when the pod has no such port, so it is no endpoint of it."""
+    if isinstance(port.target_port, int):
+        return port.target_port
+    return next((p.port for p in pod.ports if p.name == port.target_port and p.protocol == port.protocol), None)
+
+
 def _few(names: Iterable[str], limit: int = 10) -> str:
     """A list for a hint, kept short when a lab has thousands of nodes."""
     shown = list(itertools.islice(names, limit + 1))
     return ", ".join(shown[:limit]) + (", …" if len(shown) > limit else "")
 
 
-def build_model(spec: Spec) -> Resolved:
-    resolver = _Resolver(spec)
+def build_model(spec: Spec, kernel: HostKernel | None = None) -> Resolved:
+    """`kernel`: the host's facts (engine.kernel reads them); None assumes everything is there."""
+    resolver = _Resolver(spec, kernel or HostKernel())
     lab = resolver.resolve()
     errors = [p for p in resolver.problems if not p.warning]
     if errors or lab is None:

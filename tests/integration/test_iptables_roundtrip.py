@@ -140,3 +140,15 @@ def test_probabilities_as_the_kernel_stores_them(node: Container, style: ProxySt
             expected.append(f"-m statistic --mode random --probability {probability(i, n, style)} -j RETURN")
     restore(node, render_restore([nat, Table("filter")]))
     assert saved(node)["nat"]["KUBE-P"] == expected
+
+
+@pytest.mark.docker
+def test_service_api_tables_round_trip(node: Container) -> None:
+    """LoadBalancer, externalIPs, Local policies, source ranges, REJECT and DROP: kube-proxy's
+    upstream example (tests/unit/test_kubeproxy_services.py) as the real iptables-save prints it."""
+    from tests.unit.test_kubeproxy_services import HERE, OVERALL
+
+    tables = kube_proxy_tables(OVERALL, HERE)
+    payload = render_restore(tables)
+    restore(node, payload)
+    assert saved(node) == normalise({t.name: t for t in tables})

@@ -184,19 +184,33 @@ def test_current_common_chains() -> None:
         " -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS"
     ]
     assert nat.chains["KUBE-NODEPORTS"] == []
+    firewall = (
+        '-m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL'
+    )
+    external = (
+        "-m conntrack --ctstate NEW"
+        ' -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES'
+    )
+    services = '-m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'
+    # kube-proxy's iptablesJumpChains, each prepended: iptables-save lists them in reverse
     assert filt.chains == {
+        "INPUT": [
+            firewall,
+            '-m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS',
+            external,
+        ],
         "KUBE-SERVICES": [],
+        "KUBE-EXTERNAL-SERVICES": [],
+        "KUBE-NODEPORTS": [],
+        "KUBE-PROXY-FIREWALL": [],
         "KUBE-FORWARD": [
             "-m conntrack --ctstate INVALID -j DROP",
             '-m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT',
             '-m comment --comment "kubernetes forwarding conntrack rule"'
             " -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
         ],
-        "FORWARD": [
-            '-m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD',
-            '-m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-        ],
-        "OUTPUT": ['-m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'],
+        "FORWARD": [firewall, '-m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD', services, external],
+        "OUTPUT": [firewall, services],
     }
 
 

@@ -15,7 +15,7 @@ from labbuilder.compile.kubeproxy.names import (
     svc_chain,
 )
 from labbuilder.compile.kubeproxy.parse import ServicePortRules, parse_service_rules, rule_options
-from labbuilder.compile.kubeproxy.rules import kube_proxy_tables, probability
+from labbuilder.compile.kubeproxy.rules import kube_proxy_tables, per_node, probability
 
 __all__ = [
     "FORWARD",
@@ -28,6 +28,7 @@ __all__ = [
     "ext_chain",
     "kube_proxy_tables",
     "parse_service_rules",
+    "per_node",
     "probability",
     "rule_options",
     "sep_chain",

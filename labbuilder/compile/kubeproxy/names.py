@@ -20,8 +20,12 @@ SERVICES, NODEPORTS, POSTROUTING, MARK_MASQ, FORWARD = (
     "KUBE-MARK-MASQ",
     "KUBE-FORWARD",
 )
-# Per service port: KUBE-SVC (load balancing), KUBE-EXT (node ports, current style), KUBE-SEP (one endpoint).
-SVC, EXT, SEP = "KUBE-SVC-", "KUBE-EXT-", "KUBE-SEP-"
+# filter: what may not enter from outside (node ports, external and LB IPs), and the LB source ranges.
+EXTERNAL_SERVICES, PROXY_FIREWALL = "KUBE-EXTERNAL-SERVICES", "KUBE-PROXY-FIREWALL"
+# Per service port: KUBE-SVC (load balancing over every endpoint, "Cluster" policy), KUBE-SVL (over
+# the node's own endpoints, "Local" policy), KUBE-EXT (node ports, external and LB IPs), KUBE-FW
+# (loadBalancerSourceRanges), KUBE-SEP (one endpoint).
+SVC, SVL, EXT, FW, SEP = "KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-"
 
 
 def service_port_name(svc: Service, port: ServicePort, style: ProxyStyle = "current") -> str:
@@ -55,6 +59,14 @@ def ext_chain(spn: str, proto: str) -> str:
     return EXT + _hash(spn + proto.lower())
 
 
+def svl_chain(spn: str, proto: str) -> str:
+    return SVL + _hash(spn + proto.lower())
+
+
+def fw_chain(spn: str, proto: str) -> str:
+    return FW + _hash(spn + proto.lower())
+
+
 def sep_chain(spn: str, proto: str, endpoint: str) -> str:
     """`endpoint` is "ip:port"."""
     return SEP + _hash(spn + proto.lower() + endpoint)
@@ -83,3 +95,16 @@ class SpnComment:
 CLUSTER_IP = SpnComment(suffix=" cluster IP")  # KUBE-SERVICES → KUBE-SVC, and the SNAT mark before it
 NO_ENDPOINTS = SpnComment(suffix=" has no endpoints")  # filter KUBE-SERVICES' REJECT
 EXTERNAL = SpnComment("masquerade traffic for ", " external destinations")  # KUBE-EXT's SNAT mark
+NO_LOCAL_ENDPOINTS = SpnComment(suffix=" has no local endpoints")  # filter DROP under a Local policy
+EXTERNAL_IP = SpnComment(suffix=" external IP")  # KUBE-SERVICES → KUBE-EXT for an externalIP
+LOAD_BALANCER_IP = SpnComment(suffix=" loadbalancer IP")  # KUBE-SERVICES → KUBE-FW/EXT; KUBE-FW's allow rules
+HEALTH_CHECK = SpnComment(suffix=" health check node port")  # filter KUBE-NODEPORTS' ACCEPT
+POD_EXTERNAL = SpnComment("pod traffic for ", " external destinations")  # Local: pods short-circuit to SVC
+LOCAL_MASQ = SpnComment("masquerade LOCAL traffic for ", " external destinations")  # Local: the node itself
+LOCAL_ROUTE = SpnComment("route LOCAL traffic for ", " external destinations")
+FW_OTHER = SpnComment("other traffic to ", " will be dropped by KUBE-PROXY-FIREWALL")  # KUBE-FW's last rule
+
+
+def fw_drop_comment(spn: str, fw: str) -> str:
+    """filter KUBE-PROXY-FIREWALL's DROP for an LB IP the source ranges did not let through."""
+    return f"{spn} traffic not accepted by {fw}"

@@ -1,8 +1,9 @@
 """kube-proxy's rules read back: the service ports a node's `iptables-save` programs.
 
-The reverse of `rules`, following the chains it writes: nat KUBE-SERVICES → KUBE-SVC → KUBE-SEP's
-DNAT; KUBE-NODEPORTS → KUBE-EXT → KUBE-SVC (2018: straight to KUBE-SVC) for node ports; filter
-KUBE-SERVICES' REJECT for a port with no endpoints. Chain names and comments come from `names`,
+The reverse of `rules`, following the chains it writes: nat KUBE-SERVICES → KUBE-SVC (or KUBE-SVL)
+→ KUBE-SEP's DNAT; KUBE-NODEPORTS' jumps for node ports; KUBE-SERVICES' "external IP" and
+"loadbalancer IP" jumps; filter KUBE-SERVICES' REJECT (no endpoints) or DROP (no local ones) and
+KUBE-EXTERNAL-SERVICES for a port with nowhere to go. Chain names and comments come from `names`,
 which `rules` writes with; a round-trip test (every shipped lab, both styles) holds the two together.
 """
 
@@ -10,18 +11,21 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from labbuilder.compile.kubeproxy.names import (
     CLUSTER_IP,
-    EXT,
+    EXTERNAL_IP,
+    EXTERNAL_SERVICES,
+    LOAD_BALANCER_IP,
     NO_ENDPOINTS,
+    NO_LOCAL_ENDPOINTS,
     NODEPORTS,
     SEP,
     SERVICES,
     SVC,
-    SpnComment,
+    SVL,
     split_service_port_name,
 )
 from labbuilder.compile.netfilter import Table
@@ -40,8 +44,11 @@ class ServicePortRules:
     cluster_ip: IPv4Address
     port: int
     node_port: int | None
-    endpoints: tuple[str, ...]  # "ip:port", in the SVC chain's order
-    chain: str  # KUBE-SVC-..., or "" for a port with no endpoints (a REJECT rule in filter)
+    endpoints: tuple[str, ...]  # "ip:port", in the SVC (or SVL) chain's order
+    chain: str  # KUBE-SVC-... (KUBE-SVL-... under internalTrafficPolicy Local), "" when refused in filter
+    external_ips: tuple[IPv4Address, ...] = ()  # KUBE-SERVICES' "external IP" jumps
+    load_balancer_ips: tuple[IPv4Address, ...] = ()  # KUBE-SERVICES' "loadbalancer IP" jumps
+    refused_ips: tuple[IPv4Address, ...] = ()  # external or LB IPs KUBE-EXTERNAL-SERVICES refuses
 
     @property
     def ref(self) -> str:
@@ -81,16 +88,60 @@ def _jumps(chains: Chains, chain: str, prefix: str) -> list[str]:
     return out
 
 
-def _node_ports(nat: Chains) -> dict[str, int]:
-    """KUBE-SVC chain → its node port, from KUBE-NODEPORTS (through KUBE-EXT, or direct in 2018)."""
-    found: dict[str, int] = {}
+def _node_ports(nat: Chains, filt: Chains) -> dict[tuple[str, str], int]:
+    """(service port name, protocol) → node port: from KUBE-NODEPORTS' jumps (their comment is the
+    name, in both styles) and, for a port with nowhere to go, filter KUBE-EXTERNAL-SERVICES' rule."""
+    found: dict[tuple[str, str], int] = {}
     for rule in nat.get(NODEPORTS, []):
         options = rule_options(rule)
-        target, dport = options.get("-j", ""), options.get("--dport", "")
-        if not dport.isdigit():
-            continue
-        services = _jumps(nat, target, SVC) if target.startswith(EXT) else [target]
-        found.update({svc: int(dport) for svc in services if svc.startswith(SVC)})
+        spn, dport = options.get("--comment", ""), options.get("--dport", "")
+        if "/" in spn and dport.isdigit():
+            found[(spn, options.get("-p", "tcp").upper())] = int(dport)
+    for rule in filt.get(EXTERNAL_SERVICES, []):
+        options = rule_options(rule)
+        refused = _refused_spn(options.get("--comment", ""))
+        if refused and options.get("--dst-type") == "LOCAL" and options.get("--dport", "").isdigit():
+            found.setdefault((refused, options.get("-p", "tcp").upper()), int(options["--dport"]))
+    return found
+
+
+def _refused_spn(text: str) -> str | None:
+    return NO_ENDPOINTS.read(text) or NO_LOCAL_ENDPOINTS.read(text)
+
+
+PortKey = tuple[str, str, int]  # (service port name, protocol, port)
+
+
+@dataclass
+class _Addresses:
+    external: list[IPv4Address] = field(default_factory=list)
+    load_balancer: list[IPv4Address] = field(default_factory=list)
+    refused: list[IPv4Address] = field(default_factory=list)
+
+
+def _addresses(nat: Chains, filt: Chains) -> dict[PortKey, _Addresses]:
+    """External and load-balancer IPs per service port: KUBE-SERVICES' jumps name each kind; the
+    filter rules of a port with nowhere to go name an address without saying which kind."""
+    found: dict[PortKey, _Addresses] = {}
+
+    def key(options: Mapping[str, str], spn: str | None) -> tuple[PortKey, IPv4Address] | None:
+        dport, dest = options.get("--dport", ""), options.get("-d", "").removesuffix("/32")
+        if spn is None or not dport.isdigit() or not dest:
+            return None
+        try:
+            return (spn, options.get("-p", "tcp").upper(), int(dport)), IPv4Address(dest)
+        except ValueError:
+            return None
+
+    for rule in nat.get(SERVICES, []):
+        options = rule_options(rule)
+        for kind, field_ in ((EXTERNAL_IP, "external"), (LOAD_BALANCER_IP, "load_balancer")):
+            if (hit := key(options, kind.read(options.get("--comment", "")))) is not None:
+                getattr(found.setdefault(hit[0], _Addresses()), field_).append(hit[1])
+    for rule in filt.get(EXTERNAL_SERVICES, []):
+        options = rule_options(rule)
+        if (hit := key(options, _refused_spn(options.get("--comment", "")))) is not None:
+            found.setdefault(hit[0], _Addresses()).refused.append(hit[1])
     return found
 
 
@@ -106,10 +157,14 @@ def _endpoints(nat: Chains, svc: str) -> tuple[str, ...]:
 
 
 def _service_port(
-    options: Mapping[str, str], kind: SpnComment, chain: str, endpoints: tuple[str, ...], node_port: int | None
+    options: Mapping[str, str],
+    spn: str | None,
+    chain: str,
+    endpoints: tuple[str, ...],
+    node_ports: Mapping[tuple[str, str], int],
+    addresses: Mapping[PortKey, _Addresses],
 ) -> ServicePortRules | None:
     """The service port a cluster-IP rule (`-d IP/32 -p PROTO ... --dport PORT`) names, if it is one."""
-    spn = kind.read(options.get("--comment", ""))
     try:
         ip = IPv4Address(options.get("-d", "").removesuffix("/32"))
     except ValueError:
@@ -119,22 +174,40 @@ def _service_port(
         return None
     namespace, name, port_name = split_service_port_name(spn)
     protocol = options.get("-p", "tcp").upper()
-    return ServicePortRules(namespace, name, port_name, protocol, ip, int(port), node_port, endpoints, chain)
+    extra = addresses.get((spn, protocol, int(port)), _Addresses())
+    return ServicePortRules(
+        namespace,
+        name,
+        port_name,
+        protocol,
+        ip,
+        int(port),
+        node_ports.get((spn, protocol)),
+        endpoints,
+        chain,
+        tuple(extra.external),
+        tuple(extra.load_balancer),
+        tuple(extra.refused),
+    )
 
 
 def parse_service_rules(tables: Mapping[str, Table]) -> list[ServicePortRules]:
-    """Service ports from `iptables-save` tables (see netfilter.parse_save): those with endpoints
-    in KUBE-SERVICES' order, then those without. Both kube-proxy styles (current and 2018)."""
+    """Service ports from `iptables-save` tables (see netfilter.parse_save): those whose cluster IP
+    leads somewhere in KUBE-SERVICES' order, then those refused (no endpoints: REJECT; none on this
+    node under internalTrafficPolicy Local: DROP). Both kube-proxy styles (current and 2018)."""
     nat = tables.get("nat", Table("nat")).chains
-    node_ports = _node_ports(nat)
+    filt = tables.get("filter", Table("filter")).chains
+    node_ports, addresses = _node_ports(nat, filt), _addresses(nat, filt)
     found: list[ServicePortRules | None] = []
     for rule in nat.get(SERVICES, []):
         options = rule_options(rule)
-        svc = options.get("-j", "")
-        if svc.startswith(SVC):  # 2018's SNAT mark before the jump carries the same comment: skipped
-            found.append(_service_port(options, CLUSTER_IP, svc, _endpoints(nat, svc), node_ports.get(svc)))
-    for rule in tables.get("filter", Table("filter")).chains.get(SERVICES, []):
+        target = options.get("-j", "")
+        if target.startswith((SVC, SVL)):  # 2018's SNAT mark before the jump carries the same comment: skipped
+            spn = CLUSTER_IP.read(options.get("--comment", ""))
+            found.append(_service_port(options, spn, target, _endpoints(nat, target), node_ports, addresses))
+    for rule in filt.get(SERVICES, []):
         options = rule_options(rule)
-        if options.get("-j") == "REJECT":  # no endpoints: no SVC chain, and no node-port rule either
-            found.append(_service_port(options, NO_ENDPOINTS, "", (), None))
+        if options.get("-j") in ("REJECT", "DROP"):
+            spn = _refused_spn(options.get("--comment", ""))
+            found.append(_service_port(options, spn, "", (), node_ports, addresses))
     return [port for port in found if port is not None]
