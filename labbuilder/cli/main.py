@@ -315,9 +315,9 @@ def image_build(method: str, force: bool) -> None:
 
 def _register_commands() -> None:
     """Commands that live in their own modules beside this one."""
-    from labbuilder.cli import instructor, kubectl, see
+    from labbuilder.cli import fleet, instructor, kubectl, see, serve
 
-    for module in (instructor, kubectl, see):
+    for module in (instructor, kubectl, see, fleet, serve):
         for command in module.COMMANDS:
             main.add_command(command)
 

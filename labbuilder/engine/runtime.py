@@ -32,7 +32,7 @@ from docker.models.containers import Container
 
 from labbuilder.compile.ops import ROUTER, Ns
 from labbuilder.compile.paths import SPEC_COPY
-from labbuilder.compile.plan import LABEL_LAB, LABEL_NODE, LABEL_ROLE, LABEL_SPEC, ContainerSpec
+from labbuilder.compile.plan import LABEL_FLEET, LABEL_LAB, LABEL_NODE, LABEL_ROLE, LABEL_SPEC, ContainerSpec
 from labbuilder.engine.dockerapi import TIMEOUT, EngineError, _explain, docker_errors, tar_of
 from labbuilder.errors import LabError
 
@@ -63,6 +63,7 @@ class ContainerInfo:
     started: float | None  # epoch seconds of the last start
     spec_hash: str
     pid: int  # 0 when not running
+    fleet: str = ""  # the fleet the lab belongs to, if any
 
     @property
     def running(self) -> bool:
@@ -242,6 +243,7 @@ def _info(container: Container) -> ContainerInfo:
         started=parse_docker_time(state.get("StartedAt", "")),
         spec_hash=labels.get(LABEL_SPEC, ""),
         pid=int(state.get("Pid") or 0),
+        fleet=labels.get(LABEL_FLEET, ""),
     )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from labbuilder.compile.ops import ROUTER
 from labbuilder.compile.paths import SPEC_COPY
-from labbuilder.compile.plan import Plan, compile_plan
+from labbuilder.compile.plan import LABEL_FLEET, Plan, compile_plan
 from labbuilder.engine.apply import Applier
 from labbuilder.engine.runtime import Engine, LabHandle, churn, in_threads
 from labbuilder.errors import LabError
@@ -34,8 +34,15 @@ class UpResult:
     created: bool  # False when an existing lab was converged
 
 
-def up(path: str, name: str | None = None, progress: Progress = _quiet, engine: Engine | None = None) -> UpResult:
-    """Create lab `path` (or converge it: after a crash, an engine restart, a second `up`)."""
+def up(
+    path: str,
+    name: str | None = None,
+    progress: Progress = _quiet,
+    engine: Engine | None = None,
+    labels: dict[str, str] | None = None,
+) -> UpResult:
+    """Create lab `path` (or converge it: after a crash, an engine restart, a second `up`); `labels`
+    go on its containers besides the plan's own (a fleet's name)."""
     engine = engine or Engine()
     spec, resolved = resolve_file(path, name, engine.kernel())  # the facts of the engine's kernel
     plan = compile_plan(resolved.lab)
@@ -53,7 +60,7 @@ def up(path: str, name: str | None = None, progress: Progress = _quiet, engine: 
             progress(f"lab {plan.lab.name} exists: converging")
         new = [c.key for c in plan.containers if c.key not in existing]
         try:
-            ensure_containers(handle, plan, progress, tag, spec_copy=spec_text(spec))
+            ensure_containers(handle, plan, progress, tag, spec_copy=spec_text(spec), labels=labels)
             apply_plan(handle, plan, new, progress)
         except BaseException:
             if new:
@@ -82,11 +89,19 @@ def apply_plan(handle: LabHandle, plan: Plan, fresh: Sequence[str] = (), progres
 
 
 def ensure_containers(
-    handle: LabHandle, plan: Plan, progress: Progress = _quiet, tag: str | None = None, spec_copy: str | None = None
+    handle: LabHandle,
+    plan: Plan,
+    progress: Progress = _quiet,
+    tag: str | None = None,
+    spec_copy: str | None = None,
+    labels: dict[str, str] | None = None,
 ) -> None:
     """Every container of the plan, running; `spec_copy` goes into the router the moment it exists,
-    so a lab interrupted after that point can always be reset from its own copy."""
+    so a lab interrupted after that point can always be reset from its own copy. A container made
+    again (by `reset`) takes the fleet label of its lab's others: the fleet is remembered by labels."""
     found = handle.containers
+    fleets = {info.fleet for info in found.values() if info.fleet}
+    extra = ({LABEL_FLEET: min(fleets)} if fleets else {}) | (labels or {})
     missing = [c.key for c in plan.containers if c.key not in found]
     if missing:
         image = tag or handle.engine.ensure_image(progress)
@@ -94,7 +109,7 @@ def ensure_containers(
 
         def make(key: str) -> None:
             spec = plan.container(key)
-            handle.create(spec, plan.labels(spec), image)
+            handle.create(spec, plan.labels(spec) | extra, image)
             if key == ROUTER and spec_copy is not None:
                 handle.put_files(ROUTER, {SPEC_COPY: spec_copy})
 
