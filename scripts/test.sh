@@ -7,10 +7,10 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 
 bash scripts/setup.sh
 # Test-only tools: a real headless browser for the graph page, Graphviz to render `graph -o dot`.
-if ! command -v chromium >/dev/null 2>&1 || ! command -v dot >/dev/null 2>&1; then
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 || ! command -v dot >/dev/null 2>&1; then
     echo "test: installing chromium and graphviz (test tools)"
     apt-get -qq update
-    DEBIAN_FRONTEND=noninteractive apt-get -y -qq install --no-install-recommends chromium graphviz >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get -y -qq install --no-install-recommends chromium chromium-driver graphviz >/dev/null
 fi
 echo "test: ruff"
 .venv/bin/ruff check labbuilder tests bench

@@ -157,21 +157,9 @@ def exercise(lab: str, exercise_file: str) -> None:
       labbuilder check kthw --exercise labs/exercises/kthw-pod-routes.yaml
       labbuilder reset kthw
     """
-    from labbuilder.compile.ops import Ns
-    from labbuilder.errors import LabError
-    from labbuilder.lifecycle.lock import lab_lock
-    from labbuilder.spec import refs
-    from labbuilder.spec.exercise import load_exercise
+    from labbuilder.lifecycle.exercise import start_exercise
 
-    handle = lab_handle(lab)
-    model = handle.model()
-    ex = load_exercise(exercise_file, model)
-    with lab_lock(lab, "exercise"):
-        for step in ex.setup:
-            where = refs.place(model, step.on)
-            result = handle.enter(Ns(where.key, where.netns), ("sh", "-c", step.run))
-            if result.code != 0:
-                raise LabError(f"exercise setup on {step.on}: `{step.run}` failed: {result.output.strip()}")
+    ex = start_exercise(lab_handle(lab), exercise_file)
     console.print(bold(ex.title), "\n")
     console.print(ex.task.strip())
     console.print(f"\nWhen you are done: labbuilder check {lab} --exercise {exercise_file}")

@@ -353,8 +353,10 @@ def split_exec_args(args: Sequence[str]) -> tuple[str, list[str], set[str]]:
     return target, rest, flags
 
 
-def docker_exec_argv(container: str, netns: str | None, command: Sequence[str], flags: set[str]) -> list[str]:
-    argv = ["docker", "exec"]
+def docker_exec_argv(
+    container: str, netns: str | None, command: Sequence[str], flags: set[str], engine: Sequence[str] = ()
+) -> list[str]:
+    argv = ["docker", *engine, "exec"]
     if flags:
         argv.append("-" + "".join(sorted(flags)))
     argv.append(container)
@@ -411,7 +413,9 @@ def exec_command(interactive: bool, tty: bool, lab: str, args: tuple[str, ...]) 
         raise LabError("-t needs a terminal, and stdin is not one", hint="drop -t; -i alone pipes input in")
     if shutil.which("docker") is None:
         raise LabError("the docker client is not installed", hint="`apt-get install docker.io` (or docker-ce-cli)")
-    argv = docker_exec_argv(container, netns, command, flags)
+    from labbuilder.engine.runtime import Engine
+
+    argv = docker_exec_argv(container, netns, command, flags, Engine().endpoint.cli_args)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvp(argv[0], argv)  # the terminal, signals and the exit status are docker exec's
@@ -422,9 +426,12 @@ def resolve_exec_target(lab: str, target: str) -> tuple[str, str | None, str | N
     from labbuilder.spec import refs
 
     handle = lab_handle(lab)
-    where = refs.place(handle.model(), target)
-    handle.require([where.key])
-    return handle.containers[where.key].name, where.netns, where.pod.name if where.pod else None
+    try:
+        where = refs.place(handle.model(), target)
+        handle.require([where.key])
+        return handle.containers[where.key].name, where.netns, where.pod.name if where.pod else None
+    finally:
+        handle.engine.close()  # exec replaces this process: no exit handler would remove a helper
 
 
 COMMANDS: list[click.Command] = [get, exec_command]

@@ -16,6 +16,19 @@ def _debug(ctx: click.Context, _: click.Parameter, value: bool) -> None:
         os.environ["LABBUILDER_DEBUG"] = "1"
 
 
+def _where() -> str:
+    """ "this host", or "engine NAME" when --context chose another engine."""
+    from labbuilder.engine.runtime import Engine
+
+    return Engine().where
+
+
+def _context(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+    # Every command makes its Engine() late; the choice reaches them all through the environment.
+    if value:
+        os.environ["LABBUILDER_CONTEXT"] = value
+
+
 # Wide enough that addresses and names never get cut when output is piped or captured.
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="labbuilder")
@@ -26,6 +39,15 @@ def _debug(ctx: click.Context, _: click.Parameter, value: bool) -> None:
     is_eager=True,
     callback=_debug,
     help="on an error, also print the engine's own message or the traceback",
+)
+@click.option(
+    "--context",
+    metavar="NAME",
+    envvar="LABBUILDER_CONTEXT",
+    expose_value=False,
+    is_eager=True,
+    callback=_context,
+    help="the Docker context (engine) to work on; default: DOCKER_HOST, or Docker's current context",
 )
 def main() -> None:
     """Build Kubernetes-shaped network labs from Docker containers — without Kubernetes.
@@ -57,6 +79,7 @@ def validate(lab_file: str) -> None:
     from labbuilder.engine.kernel import host_kernel
     from labbuilder.spec.lab_file import resolve_file
 
+    # This host's kernel facts: validate and plan touch no engine (`up` asks the engine's own).
     _, resolved = resolve_file(lab_file, kernel=host_kernel())
     for warning in resolved.warnings:
         click.echo(str(warning), err=True)
@@ -231,7 +254,8 @@ def status(lab: str | None) -> None:
 
     labs = lifecycle.status(lab)
     if not labs:
-        console.print(f"no lab named {lab} on this host" if lab else "no labs on this host")
+        where = _where()
+        console.print(f"no lab named {lab} on {where}" if lab else f"no labs on {where}")
         if lab:
             sys.exit(1)
         return
@@ -252,7 +276,7 @@ def list_labs() -> None:
 
     labs = lifecycle.status()
     if not labs:
-        console.print("no labs on this host")
+        console.print(f"no labs on {_where()}")
         return
     console.print(labs_table(labs))
 
@@ -292,9 +316,9 @@ def image_build(method: str, force: bool) -> None:
 
 def _register_commands() -> None:
     """Commands that live in their own modules beside this one."""
-    from labbuilder.cli import instructor, kubectl, see
+    from labbuilder.cli import fleet, instructor, kubectl, see, serve
 
-    for module in (instructor, kubectl, see):
+    for module in (instructor, kubectl, see, fleet, serve):
         for command in module.COMMANDS:
             main.add_command(command)
 

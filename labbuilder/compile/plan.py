@@ -25,6 +25,7 @@ LABEL_LAB = "labbuilder.lab"
 LABEL_NODE = "labbuilder.node"
 LABEL_ROLE = "labbuilder.role"
 LABEL_SPEC = "labbuilder.spec-hash"
+LABEL_FLEET = "labbuilder.fleet"  # the fleet a lab belongs to (`labbuilder fleet`): its only record
 CAPS = ("NET_ADMIN", "SYS_ADMIN", "NET_RAW")  # explicit capabilities: a lab container is never privileged
 _NODE_SYSCTLS = {
     "net.ipv4.ip_forward": "1",

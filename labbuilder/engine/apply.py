@@ -13,69 +13,22 @@ from collections.abc import Sequence
 from labbuilder.compile import kubelet
 from labbuilder.compile.ops import (
     AddNetns,
-    Address,
-    Bridge,
     Command,
-    Fdb,
-    Hairpin,
     Ipsets,
     Iptables,
-    LinkUp,
-    Master,
-    Neighbour,
     Nftables,
     Ns,
     Op,
     Phase,
     Process,
-    Route,
     Veth,
-    Vxlan,
     WriteFile,
     by_phase,
 )
 from labbuilder.compile.paths import BUILD_SCRIPT, IPSETS_FILE, NFT_FILE, RULES_FILE
 from labbuilder.compile.script import build_script
-from labbuilder.engine.netlink import Netlink
+from labbuilder.engine.netlink import NetlinkOp
 from labbuilder.engine.runtime import LabHandle, tar_of
-from labbuilder.errors import LabError
-
-NetlinkOp = Veth | Bridge | Vxlan | Master | Hairpin | LinkUp | Address | Route | Neighbour | Fdb
-
-
-def apply_netlink(nl: Netlink, op: NetlinkOp) -> None:
-    """Apply one operation; a kernel refusal names the operation as the command a person would type."""
-    from pyroute2.netlink.exceptions import NetlinkError  # imported with the first netlink socket anyway
-
-    try:
-        _dispatch(nl, op)
-    except NetlinkError as err:
-        where = op.ns.container + (f" ({op.ns.netns})" if op.ns.netns else "")
-        raise LabError(f"{where}: `{op.describe()}` failed: {err.args[-1] if err.args else err}") from None
-
-
-def _dispatch(nl: Netlink, op: NetlinkOp) -> None:
-    match op:
-        case Veth():
-            nl.veth(op)
-        case Bridge():
-            nl.bridge(op)
-        case Vxlan():
-            nl.vxlan(op)
-        case Master():
-            nl.master(op)
-        case Hairpin():
-            nl.hairpin(op)
-        case LinkUp():
-            nl.link_up(op)
-        case Address():
-            nl.address(op)
-        case Route():
-            nl.route(op)
-        case Neighbour():
-            nl.neighbour(op)
-        case Fdb():
-            nl.fdb(op)
 
 
 def _rule_files(phases: dict[Phase, list[Op]]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
@@ -132,10 +85,8 @@ class Applier:
     def apply(self, key: str, ops: Sequence[Op]) -> None:
         phases = by_phase(ops)
         self.add_netns(key, phases[Phase.NETNS])
-        with Netlink(self.lab.ns_path) as nl:
-            for op in [*phases[Phase.LINKS], *phases[Phase.ROUTES]]:
-                assert isinstance(op, NetlinkOp)
-                apply_netlink(nl, op)
+        steps = [op for op in [*phases[Phase.LINKS], *phases[Phase.ROUTES]] if isinstance(op, NetlinkOp)]
+        self.lab.netlink(steps)
         files = {op.path: op.content for op in phases[Phase.FILES] if isinstance(op, WriteFile)}
         sets, rules, nft = _rule_files(phases)
         files.update(sets | rules | nft)

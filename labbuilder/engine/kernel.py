@@ -7,8 +7,17 @@ from pathlib import Path
 
 from labbuilder.spec.model import HostKernel
 
+FACTS = {"sctp": "net/sctp", "ipvs": "net/ip_vs"}  # fact -> the /proc entry that shows it
+# The same test on an engine's host, from the helper beside it (its /proc is that kernel's).
+PROBE = "; ".join(f"test -e /proc/{entry} && echo {fact}" for fact, entry in FACTS.items()) + "; true"
+
 
 def host_kernel(proc: Path = Path("/proc")) -> HostKernel:
     """The host's facts; `/proc/net/sctp` exists once the sctp module is loaded, `/proc/net/ip_vs`
     once IPVS is (these machines' kernels have none)."""
-    return HostKernel(sctp=(proc / "net" / "sctp").exists(), ipvs=(proc / "net" / "ip_vs").exists())
+    return HostKernel(**{fact: (proc / entry).exists() for fact, entry in FACTS.items()})
+
+
+def parse_probe(output: str) -> HostKernel:
+    said = set(output.split())
+    return HostKernel(**{fact: fact in said for fact in FACTS})

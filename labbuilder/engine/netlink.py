@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from ipaddress import IPv6Address
 from socket import AF_INET6
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,31 @@ if TYPE_CHECKING:
 
 from labbuilder.compile.ops import Address, Bridge, Fdb, Hairpin, LinkUp, Master, Neighbour, Ns, Route, Veth, Vxlan
 from labbuilder.errors import LabError
+
+NetlinkOp = Veth | Bridge | Vxlan | Master | Hairpin | LinkUp | Address | Route | Neighbour | Fdb
+NETLINK_OPS: tuple[type[NetlinkOp], ...] = (
+    Veth,
+    Bridge,
+    Vxlan,
+    Master,
+    Hairpin,
+    LinkUp,
+    Address,
+    Route,
+    Neighbour,
+    Fdb,
+)
+
+
+@dataclass(frozen=True)
+class RestoreLinkLocal:
+    """A step that is no operation of the plan: give back the IPv6 link-local addresses a flush
+    took in `ns` (reset's last step per namespace)."""
+
+    ns: Ns
+
+
+Step = NetlinkOp | RestoreLinkLocal
 
 NUD_PERMANENT = 0x80
 IFF_UP = 1
@@ -193,6 +219,53 @@ class Netlink:
                 "append", ifindex=self.index(op.ns, op.dev), lladdr=op.mac, dst=op.dst, state=NUD_PERMANENT
             ),
         )
+
+
+def run_steps(nl: Netlink, steps: Sequence[Step]) -> list[str]:
+    """Every step in order over `nl`'s sockets; returns the links whose link-local was restored.
+    The one body of netlink work, run in this process or in a helper container beside the engine."""
+    repaired: list[str] = []
+    for step in steps:
+        if isinstance(step, RestoreLinkLocal):
+            repaired += nl.restore_link_local(step.ns)
+        else:
+            apply_netlink(nl, step)
+    return repaired
+
+
+def apply_netlink(nl: Netlink, op: NetlinkOp) -> None:
+    """Apply one operation; a kernel refusal names the operation as the command a person would type."""
+    from pyroute2.netlink.exceptions import NetlinkError  # imported with the first netlink socket anyway
+
+    try:
+        _dispatch(nl, op)
+    except NetlinkError as err:
+        where = op.ns.container + (f" ({op.ns.netns})" if op.ns.netns else "")
+        raise LabError(f"{where}: `{op.describe()}` failed: {err.args[-1] if err.args else err}") from None
+
+
+def _dispatch(nl: Netlink, op: NetlinkOp) -> None:
+    match op:
+        case Veth():
+            nl.veth(op)
+        case Bridge():
+            nl.bridge(op)
+        case Vxlan():
+            nl.vxlan(op)
+        case Master():
+            nl.master(op)
+        case Hairpin():
+            nl.hairpin(op)
+        case LinkUp():
+            nl.link_up(op)
+        case Address():
+            nl.address(op)
+        case Route():
+            nl.route(op)
+        case Neighbour():
+            nl.neighbour(op)
+        case Fdb():
+            nl.fdb(op)
 
 
 def _tolerate(code: int, action: Callable[[], object]) -> None:

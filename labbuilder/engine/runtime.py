@@ -11,19 +11,18 @@ with the raw error kept for `--debug`.
 from __future__ import annotations
 
 import fcntl
-import io
+import hashlib
+import json
 import os
 import re
-import subprocess
-import tarfile
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import docker
@@ -33,15 +32,17 @@ from docker.models.containers import Container
 
 from labbuilder.compile.ops import ROUTER, Ns
 from labbuilder.compile.paths import SPEC_COPY
-from labbuilder.compile.plan import LABEL_LAB, LABEL_NODE, LABEL_ROLE, LABEL_SPEC, ContainerSpec
+from labbuilder.compile.plan import LABEL_FLEET, LABEL_LAB, LABEL_NODE, LABEL_ROLE, LABEL_SPEC, ContainerSpec
+from labbuilder.engine.dockerapi import TIMEOUT, EngineError, _explain, docker_errors, tar_of
 from labbuilder.errors import LabError
 
 if TYPE_CHECKING:
+    from labbuilder.engine.hostexec import HostExec
+    from labbuilder.engine.netlink import Step
     from labbuilder.spec.load import Spec
-    from labbuilder.spec.model import Lab
+    from labbuilder.spec.model import HostKernel, Lab
 
 T = TypeVar("T")
-TIMEOUT = 120  # seconds one Docker API call may take
 
 
 @dataclass(frozen=True)
@@ -62,57 +63,11 @@ class ContainerInfo:
     started: float | None  # epoch seconds of the last start
     spec_hash: str
     pid: int  # 0 when not running
+    fleet: str = ""  # the fleet the lab belongs to, if any
 
     @property
     def running(self) -> bool:
         return self.state == "running"
-
-
-class EngineError(LabError):
-    """A Docker API error, said as one sentence; `detail` keeps Docker's own words for --debug."""
-
-    def __init__(self, message: str, hint: str = "", detail: str = ""):
-        super().__init__(message, hint)
-        self.detail = detail
-
-
-def _explain(err: docker.errors.DockerException) -> str:
-    """Docker's explanation without its URL and status line."""
-    text = getattr(err, "explanation", None) or str(err)
-    text = re.sub(r"^\d{3} (Client|Server) Error for \S+: ", "", str(text))
-    return text.strip().rstrip(".")
-
-
-@contextmanager
-def docker_errors(what: str, hint: str = "") -> Iterator[None]:
-    """Turn any Docker error raised inside into `EngineError("<what>: <why>")`."""
-    try:
-        yield
-    except docker.errors.NotFound as err:
-        raise EngineError(f"{what}: it no longer exists", hint or "another command removed it?", str(err)) from None
-    except docker.errors.APIError as err:
-        status = getattr(err, "status_code", None)
-        if status == 409:
-            hint = hint or "another labbuilder command is working on this lab; wait for it, then try again"
-        raise EngineError(f"{what}: {_explain(err)}", hint, str(err)) from None
-    except docker.errors.DockerException as err:
-        raise EngineError(
-            f"{what}: cannot talk to the Docker engine ({_explain(err)})",
-            "is dockerd running? `bash scripts/ensure-docker.sh` installs and starts it",
-            str(err),
-        ) from None
-    except requests.exceptions.Timeout as err:
-        raise EngineError(
-            f"{what}: the Docker engine did not answer within {TIMEOUT} s",
-            "it may be overloaded (many labs starting at once?); try again, or look at its log",
-            str(err),
-        ) from None
-    except requests.exceptions.RequestException as err:
-        raise EngineError(
-            f"{what}: lost the connection to the Docker engine",
-            "is dockerd running? `bash scripts/ensure-docker.sh` starts it",
-            str(err),
-        ) from None
 
 
 def lock_dir() -> Path:
@@ -125,13 +80,15 @@ def lock_dir() -> Path:
 
 
 @contextmanager
-def churn(kind: str) -> Iterator[None]:
+def churn(kind: str, engine: str = "local") -> Iterator[None]:
     """Container creations ("create") may run together, and removals ("remove") too, but never
     one while the other runs, across every labbuilder process on this host. Docker 20.10 can
     deadlock its network controller when endpoints are made and torn down at the same moment
     (moby/moby#42545, fixed after the 20.10 that Debian ships), and a workshop server starting
-    some labs while removing others is exactly that. A flock: released when its holder dies."""
-    fd = os.open(lock_dir() / "engine-churn.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    some labs while removing others is exactly that. A flock: released when its holder dies.
+    One lock per engine (each has its own network controller)."""
+    name = "engine-churn.lock" if engine == LOCAL else f"engine-churn-{re.sub(r'[^A-Za-z0-9_.-]', '_', engine)}.lock"
+    fd = os.open(lock_dir() / name, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH if kind == "create" else fcntl.LOCK_EX)
         yield
@@ -139,16 +96,128 @@ def churn(kind: str) -> Iterator[None]:
         os.close(fd)
 
 
-def connect() -> docker.DockerClient:
+LOCAL = "local"  # the name of the default engine: DOCKER_HOST, or the local socket
+CONTEXT_ENV = "LABBUILDER_CONTEXT"  # what `--context NAME` sets, so every command honours it
+HELPER_ENV = "LABBUILDER_HELPER"  # "always" forces the helper path even on a local socket (benchmarks)
+LOCAL_SCHEMES = ("unix://", "http+unix://", "npipe://")
+MIN_API = "1.41"  # Docker 20.10, Debian bookworm's: placeholder until the engine says its own
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where an engine is and how to reach it, resolved from a context name or the environment."""
+
+    name: str  # the context's name; LOCAL for the default engine
+    base_url: str  # unix:///var/run/docker.sock, tcp://host:2376, ssh://user@host
+    tls: object = None  # docker.tls.TLSConfig from the context, when it has certificates
+    from_context: bool = False  # named by a Docker context (not DOCKER_HOST, not the default)
+
+    @property
+    def cli_args(self) -> list[str]:
+        """What makes the docker CLI talk to this engine too (DOCKER_HOST reaches it by itself)."""
+        return ["--context", self.name] if self.from_context else []
+
+    @property
+    def remote(self) -> bool:
+        """Not on this host's kernel: /proc/PID of its containers is not ours. A unix socket is
+        this host (a second dockerd on this machine too); tcp and ssh are taken as another host,
+        even 127.0.0.1, so the second engine of the tests exercises the helper path."""
+        if os.environ.get(HELPER_ENV) == "always":
+            return True
+        return not self.base_url.startswith(LOCAL_SCHEMES)
+
+
+def docker_config_dir(environ: Mapping[str, str]) -> Path:
+    return Path(environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+
+
+def current_context(environ: Mapping[str, str]) -> str:
+    """`currentContext` of the Docker CLI's config.json ("" when there is none)."""
     try:
-        client = docker.from_env(timeout=TIMEOUT)
-        client.ping()
-    except docker.errors.DockerException as err:
+        config = json.loads((docker_config_dir(environ) / "config.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    return str(config.get("currentContext") or "") if isinstance(config, dict) else ""
+
+
+def read_context(name: str, environ: Mapping[str, str]) -> Endpoint | None:
+    """A context from the Docker CLI's store (`contexts/meta/<sha256 of name>/meta.json`, its TLS
+    files under `contexts/tls/<same>/docker/`), None when there is no such context. docker-py's
+    ContextAPI reads the same store but looks for it beside config.json, and finds nothing when
+    that file does not exist (a fresh `docker context create` does not make it)."""
+    from docker.tls import TLSConfig
+
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    store = docker_config_dir(environ) / "contexts"
+    try:
+        meta = json.loads((store / "meta" / digest / "meta.json").read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise EngineError(f"cannot read the Docker context {name}: {err}", "`docker context inspect NAME`") from None
+    endpoint = (meta.get("Endpoints") or {}).get("docker") or {}
+    if not endpoint.get("Host"):
+        return None
+    tls_dir = store / "tls" / digest / "docker"
+    tls = None
+    if all((tls_dir / f).is_file() for f in ("ca.pem", "cert.pem", "key.pem")):
+        tls = TLSConfig(
+            client_cert=(str(tls_dir / "cert.pem"), str(tls_dir / "key.pem")),
+            ca_cert=str(tls_dir / "ca.pem"),
+            verify=not endpoint.get("SkipTLSVerify", False),
+        )
+    return Endpoint(name, str(endpoint["Host"]), tls, from_context=True)
+
+
+def resolve_endpoint(context: str | None = None, environ: Mapping[str, str] | None = None) -> Endpoint:
+    """Which engine a command talks to, in Docker's own order: an explicit name (`--context`,
+    LABBUILDER_CONTEXT), then DOCKER_HOST, then DOCKER_CONTEXT, then the config's current context,
+    then the local socket. "local" and "default" name the default engine (DOCKER_HOST or socket)."""
+    env = os.environ if environ is None else environ
+    name = context or env.get(CONTEXT_ENV) or ""
+    if not name and not env.get("DOCKER_HOST"):
+        name = env.get("DOCKER_CONTEXT") or current_context(env)
+    if name in ("", LOCAL, "default"):
+        # DOCKER_HOST with DOCKER_TLS_VERIFY / DOCKER_CERT_PATH, read as docker-py reads them
+        from docker.utils import kwargs_from_env
+
+        settings = kwargs_from_env(environment=dict(env) or {"DOCKER_HOST": ""})
+        host = env.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        return Endpoint(LOCAL if host.startswith(LOCAL_SCHEMES) else host, host, settings.get("tls"))
+    found = read_context(name, env)
+    if found is None:
         raise EngineError(
-            f"cannot reach the Docker engine: {_explain(err)}",
-            "start it with `bash scripts/ensure-docker.sh` (installs and starts dockerd)",
-            str(err),
-        ) from None
+            f"no Docker context named {name}",
+            "`docker context ls` lists them; `docker context create NAME --docker host=...` makes one",
+        )
+    return found
+
+
+def connect(endpoint: Endpoint | None = None) -> docker.DockerClient:
+    where = endpoint or resolve_endpoint(LOCAL)
+    try:
+        if where.base_url.startswith(LOCAL_SCHEMES) and where.tls is None:
+            client = docker.DockerClient(base_url=where.base_url, timeout=TIMEOUT)
+        else:
+            client = docker.DockerClient(
+                base_url=where.base_url,
+                tls=where.tls or False,
+                timeout=TIMEOUT,
+                version=MIN_API,  # asked below, once the session trusts only the context's CA
+                use_ssh_client=where.base_url.startswith("ssh://"),  # the ssh binary: ~/.ssh/config, agent
+            )
+            # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace the session's CA (psf/requests
+            # #3829): the context's own CA must be the one that verifies the engine.
+            client.api.trust_env = False
+            client.api._version = str(client.api.version(api_version=False)["ApiVersion"])
+        client.ping()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
+        if where.name == LOCAL and not where.remote:
+            hint = "start it with `bash scripts/ensure-docker.sh` (installs and starts dockerd)"
+        else:
+            cli = " ".join(where.cli_args) if where.from_context else f"-H {where.base_url}"
+            hint = f"is the engine at {where.base_url} running and reachable? `docker {cli} info`"
+        raise EngineError(f"cannot reach the Docker engine {where.name}: {_explain(err)}", hint, str(err)) from None
     return client
 
 
@@ -174,31 +243,99 @@ def _info(container: Container) -> ContainerInfo:
         started=parse_docker_time(state.get("StartedAt", "")),
         spec_hash=labels.get(LABEL_SPEC, ""),
         pid=int(state.get("Pid") or 0),
+        fleet=labels.get(LABEL_FLEET, ""),
     )
 
 
 class Engine:
-    """A Docker engine: the connection, the node image, and every lab's containers."""
+    """A Docker engine: the connection, the node image, and every lab's containers.
 
-    def __init__(self, client: docker.DockerClient | None = None):
+    `Engine()` is the engine the user chose: `--context NAME` (LABBUILDER_CONTEXT), else Docker's
+    own order (DOCKER_HOST, DOCKER_CONTEXT, the current context, the local socket).
+    `Engine("local")` is always the default engine; `Engine("NAME")` the Docker context NAME
+    (unix, tcp with TLS, ssh). Nothing is contacted until the first call that needs the engine;
+    an unknown context raises EngineError at once.
+    """
+
+    def __init__(self, context: str | None = None, client: docker.DockerClient | None = None):
+        self.endpoint = resolve_endpoint(context) if client is None else Endpoint(context or LOCAL, client.api.base_url)
         self._client = client
+        self._host: HostExec | None = None
+        self._host_lock = threading.Lock()  # threads ask for it at once: one helper, not one each
+
+    @property
+    def host(self) -> HostExec:
+        """Where work beside the engine runs: this host, or a helper container on the engine's."""
+        with self._host_lock:
+            if self._host is None:
+                from labbuilder.engine.hostexec import HelperExec, LocalExec
+
+                self._host = HelperExec(self) if self.remote else LocalExec()
+            return self._host
+
+    def close(self) -> None:
+        """Let go of what this engine object started (the helper container, if any)."""
+        if self._host is not None:
+            self._host.close()
+
+    @property
+    def name(self) -> str:
+        return self.endpoint.name
+
+    @property
+    def remote(self) -> bool:
+        """True when the engine's containers are not on this host's kernel: effects beyond the
+        Docker API then run in a helper container beside the engine (engine/hostexec.py)."""
+        return self.endpoint.remote
+
+    @property
+    def where(self) -> str:
+        """How messages name this engine: "this host" for the local one."""
+        return "this host" if self.name == LOCAL else f"engine {self.name}"
 
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            self._client = connect()
+            self._client = connect(self.endpoint)
         return self._client
 
     def lab(self, name: str) -> LabHandle:
         return LabHandle(self, name)
 
-    def _list(self, label: str) -> list[Container]:
-        with docker_errors("cannot list the lab containers"):
-            return list(self.client.containers.list(all=True, filters={"label": label}))
+    def _list(self, label: str, all: bool = True) -> list[Container]:
+        with docker_errors(f"cannot list the lab containers on engine {self.name}"):
+            return list(self.client.containers.list(all=all, filters={"label": label}))
 
     def containers(self, lab: str | None = None) -> list[ContainerInfo]:
         """The containers of one lab, or of every lab on this engine."""
         return [_info(c) for c in self._list(f"{LABEL_LAB}={lab}" if lab else LABEL_LAB)]
+
+    def free_memory(self) -> int:
+        """Bytes left for more labs: the engine's MemTotal (`docker info`) minus what the running
+        labbuilder containers use now (their cgroups' usage less page cache, as `docker stats`
+        shows it, read one-shot in parallel). Other workloads on the engine are not counted: the
+        figure is for placing labs among engines, not a promise."""
+        with docker_errors(f"cannot read the memory of engine {self.name}"):
+            total = int(self.client.info().get("MemTotal") or 0)
+        running = self._list(LABEL_LAB, all=False)
+
+        def used(index: str) -> int:
+            try:
+                stats = running[int(index)].stats(stream=False, one_shot=True)
+            except (docker.errors.DockerException, requests.exceptions.RequestException):
+                return 0  # gone meanwhile
+            return memory_in_use(stats.get("memory_stats") or {})
+
+        return max(0, total - sum(in_threads(used, [str(i) for i in range(len(running))]).values()))
+
+    def kernel(self) -> HostKernel:
+        """What the engine's kernel offers labs (SCTP, IPVS): read here for a local engine,
+        by the helper beside a remote one."""
+        from labbuilder.engine.kernel import PROBE, host_kernel, parse_probe
+
+        if not self.remote:
+            return host_kernel()
+        return parse_probe(self.host.run(["sh", "-c", PROBE])[1])
 
     def ensure_image(self, progress: Callable[[str], None]) -> str:
         from labbuilder.engine import image  # the image builder is only needed by `up` and `image build`
@@ -206,8 +343,18 @@ class Engine:
         return image.ensure_image(self.client, on_progress=progress)
 
     def version(self) -> str:
-        with docker_errors("cannot read the engine's version"):
+        with docker_errors(f"cannot read the version of engine {self.name}"):
             return str(self.client.version().get("Version", ""))
+
+
+def memory_in_use(stats: Mapping[str, object]) -> int:
+    """A container's memory as `docker stats` counts it: usage minus inactive file cache
+    (cgroup v2 `inactive_file`, v1 `total_inactive_file`)."""
+    usage = int(stats.get("usage") or 0)  # type: ignore[call-overload]
+    detail = stats.get("stats") or {}
+    assert isinstance(detail, Mapping)
+    cache = detail.get("inactive_file", detail.get("total_inactive_file", 0))
+    return max(0, usage - int(cache or 0))
 
 
 class LabHandle:
@@ -244,7 +391,7 @@ class LabHandle:
         """LabError unless the lab exists and the containers of `keys` (default: all) run."""
         found = self.containers
         if not found:
-            raise LabError(f"no lab named {self.name} on this host", hint="`labbuilder ls` lists the labs")
+            raise LabError(f"no lab named {self.name} on {self.engine.where}", hint="`labbuilder ls` lists the labs")
         wanted = list(keys) if keys is not None else list(found)
         missing = [k for k in wanted if k not in found]
         stopped = [found[k].name for k in wanted if k in found and not found[k].running]
@@ -306,7 +453,7 @@ class LabHandle:
                         raise
             return str(container.name)
 
-        with churn("remove"):
+        with churn("remove", self.engine.name):
             removed = in_threads(one, list(doomed))
         for key in removed:
             del self._all()[key]
@@ -360,15 +507,20 @@ class LabHandle:
         exit status."""
         ns = Ns(ns) if isinstance(ns, str) else ns
         full = ["ip", "netns", "exec", ns.netns, *argv] if ns.netns else list(argv)
-        pid = self.pid(ns.container)
+        spaces = ["-n"] if host_tools else ["-n", "-m", "-p"]
         try:
-            spaces = ["-n"] if host_tools else ["-n", "-m", "-p"]
-            done = subprocess.run(
-                ["nsenter", "-t", str(pid), *spaces, "--", *full], input=stdin, capture_output=True, timeout=300
+            code, output = self.engine.host.run(
+                ["nsenter", "-t", str(self.pid(ns.container)), *spaces, "--", *full], stdin
             )
-        except (OSError, subprocess.TimeoutExpired) as err:
+        except LabError as err:
             raise LabError(f"lab {self.name}: cannot enter {self._container(ns.container).name}: {err}") from None
-        return ExecResult(done.returncode, (done.stdout + done.stderr).decode(errors="replace"))
+        return ExecResult(code, output)
+
+    def netlink(self, steps: Sequence[Step]) -> list[str]:
+        """Netlink steps in order, each namespace opened by its path on the engine's host (in this
+        process, or in the helper beside a remote engine); returns the links whose IPv6
+        link-local address was given back."""
+        return self.engine.host.netlink(steps, self.ns_path)
 
     def run(
         self,
@@ -397,7 +549,7 @@ class LabHandle:
     def read_spec(self) -> str:
         """The spec copy the router keeps (SPEC_COPY); LabError when the lab or the copy is missing."""
         if ROUTER not in self._all():
-            raise LabError(f"no lab named {self.name} on this host", hint="`labbuilder ls` lists the labs")
+            raise LabError(f"no lab named {self.name} on {self.engine.where}", hint="`labbuilder ls` lists the labs")
         result = self.enter(ROUTER, ["cat", SPEC_COPY])
         if result.code != 0:
             raise LabError(
@@ -417,23 +569,6 @@ class LabHandle:
         from labbuilder.spec.resolve import build_model
 
         return build_model(self.spec()).lab
-
-
-def tar_of(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    now = int(time.time())
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        folders = sorted({str(p) for path in files for p in PurePosixPath(path).parents if str(p) != "/"})
-        for folder in folders:
-            info = tarfile.TarInfo(folder.lstrip("/"))
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, now
-            tar.addfile(info)
-        for path, content in files.items():
-            data = content.encode()
-            info = tarfile.TarInfo(path.lstrip("/"))
-            info.size, info.mode, info.mtime = len(data), 0o644, now
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def in_threads(work: Callable[[str], T], keys: Sequence[str], workers: int = 8) -> dict[str, T]:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from labbuilder.compile.ops import Ipsets, Iptables, Nftables, Ns, Op, Phase, Process, Route, WriteFile, by_phase
 from labbuilder.compile.paths import IPSETS_FILE, NFT_FILE, RULES_FILE, SPEC_COPY
 from labbuilder.compile.plan import Plan, compile_plan
-from labbuilder.engine.apply import Applier, NetlinkOp, apply_netlink
-from labbuilder.engine.netlink import Netlink
+from labbuilder.engine.apply import Applier
+from labbuilder.engine.netlink import NetlinkOp, RestoreLinkLocal, Step
 from labbuilder.engine.runtime import Engine, LabHandle, in_threads
 from labbuilder.errors import LabError
 from labbuilder.lifecycle.diff import Difference, NsDesired, desired_state, diff
@@ -137,18 +137,11 @@ def _restore_links(
     operation makes them; replacing one that is there changes nothing), then the planned routes,
     whose gateways need those prefix routes. Every step ensures, over netlink."""
     namespaces = {op.ns for op in plan.steps[key]} | {Ns(key)}
-    with Netlink(handle.ns_path) as nl:
-        for op in phases[Phase.LINKS]:
-            assert isinstance(op, NetlinkOp)
-            apply_netlink(nl, op)
-        for ns in namespaces:
-            for route in desired[ns].connected if ns in desired else []:
-                apply_netlink(nl, route)
-        for op in phases[Phase.ROUTES]:
-            assert isinstance(op, Route)
-            apply_netlink(nl, op)
-        for ns in namespaces:
-            nl.restore_link_local(ns)
+    steps: list[Step] = [op for op in phases[Phase.LINKS] if isinstance(op, NetlinkOp)]
+    steps += [route for ns in namespaces for route in (desired[ns].connected if ns in desired else [])]
+    steps += [op for op in phases[Phase.ROUTES] if isinstance(op, Route)]
+    steps += [RestoreLinkLocal(ns) for ns in sorted(namespaces, key=lambda ns: ns.netns or "")]
+    handle.netlink(steps)
 
 
 def target(
@@ -159,7 +152,7 @@ def target(
     engine restart) is started to read the copy, unless `wake` is off (diff only reads)."""
     handle = engine.lab(name)
     if not handle.exists():
-        raise LabError(f"no lab named {name} on this host", hint="`labbuilder ls` lists the labs")
+        raise LabError(f"no lab named {name} on {engine.where}", hint="`labbuilder ls` lists the labs")
     if lab_file:
         spec, resolved = resolve_file(lab_file, name)
         return handle, compile_plan(resolved.lab), spec_text(spec)

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 from labbuilder.compile.ops import ROUTER
 from labbuilder.compile.paths import SPEC_COPY
-from labbuilder.compile.plan import Plan, compile_plan
+from labbuilder.compile.plan import LABEL_FLEET, Plan, compile_plan
 from labbuilder.engine.apply import Applier
-from labbuilder.engine.kernel import host_kernel
 from labbuilder.engine.runtime import Engine, LabHandle, churn, in_threads
 from labbuilder.errors import LabError
 from labbuilder.lifecycle.lock import lab_lock
@@ -42,13 +41,15 @@ def up(
     name: str | None = None,
     progress: Progress = _quiet,
     engine: Engine | None = None,
+    labels: dict[str, str] | None = None,
     counts: Counts | None = None,
 ) -> UpResult:
-    """Create lab `path` (or converge it: after a crash, an engine restart, a second `up`).
-    `progress` gets lines; `counts`, when given, how far each kind of work is (lifecycle.progress)."""
-    spec, resolved = resolve_file(path, name, host_kernel())
-    plan = compile_plan(resolved.lab)
+    """Create lab `path` (or converge it: after a crash, an engine restart, a second `up`); `labels`
+    go on its containers besides the plan's own (a fleet's name). `progress` gets lines; `counts`,
+    when given, how far each kind of work is (lifecycle.progress)."""
     engine = engine or Engine()
+    spec, resolved = resolve_file(path, name, engine.kernel())  # the facts of the engine's kernel
+    plan = compile_plan(resolved.lab)
     tag = engine.ensure_image(progress)
     with lab_lock(plan.lab.name, "up", progress=progress):
         handle = engine.lab(plan.lab.name)
@@ -64,10 +65,10 @@ def up(
         new = [c.key for c in plan.containers if c.key not in existing]
         try:
             if existing:
-                ensure_containers(handle, plan, progress, tag, spec_copy=spec_text(spec), counts=counts)
+                ensure_containers(handle, plan, progress, tag, spec_text(spec), labels, counts)
                 apply_plan(handle, plan, new, progress, counts)
             else:
-                build_fresh(handle, plan, tag, spec_text(spec), progress, counts)
+                build_fresh(handle, plan, tag, spec_text(spec), progress, counts, labels)
         except BaseException:
             if new:
                 progress(f"failed: removing what this run created in lab {plan.lab.name}")
@@ -110,7 +111,13 @@ def apply_plan(
 
 
 def build_fresh(
-    handle: LabHandle, plan: Plan, image: str, spec_copy: str, progress: Progress = _quiet, counts: Counts | None = None
+    handle: LabHandle,
+    plan: Plan,
+    image: str,
+    spec_copy: str,
+    progress: Progress = _quiet,
+    counts: Counts | None = None,
+    labels: dict[str, str] | None = None,
 ) -> None:
     """A new lab, each container configured as soon as what it needs exists: the router as soon as
     it is created, a node's uplink and build as soon as the node is created and the router built.
@@ -130,8 +137,8 @@ def build_fresh(
 
     def make(key: str) -> None:
         spec = plan.container(key)
-        with churn("create"):  # creations against removals (see churn), not the whole build
-            handle.create(spec, plan.labels(spec), image)
+        with churn("create", handle.engine.name):  # creations against removals (see churn), not the whole build
+            handle.create(spec, plan.labels(spec) | (labels or {}), image)
         created.add()
 
     def configured_now(key: str) -> None:
@@ -174,11 +181,15 @@ def ensure_containers(
     progress: Progress = _quiet,
     tag: str | None = None,
     spec_copy: str | None = None,
+    labels: dict[str, str] | None = None,
     counts: Counts | None = None,
 ) -> None:
     """Every container of the plan, running; `spec_copy` goes into the router the moment it exists,
-    so a lab interrupted after that point can always be reset from its own copy."""
+    so a lab interrupted after that point can always be reset from its own copy. A container made
+    again (by `reset`) takes the fleet label of its lab's others: the fleet is remembered by labels."""
     found = handle.containers
+    fleets = {info.fleet for info in found.values() if info.fleet}
+    extra = ({LABEL_FLEET: min(fleets)} if fleets else {}) | (labels or {})
     missing = [c.key for c in plan.containers if c.key not in found]
     created = Tally("containers", len(plan.containers), counts)
     created.add(len(plan.containers) - len(missing))
@@ -188,17 +199,17 @@ def ensure_containers(
 
         def make(key: str) -> None:
             spec = plan.container(key)
-            handle.create(spec, plan.labels(spec), image)
+            handle.create(spec, plan.labels(spec) | extra, image)
             if key == ROUTER and spec_copy is not None:
                 handle.put_files(ROUTER, {SPEC_COPY: spec_copy})
             created.add()
 
-        with churn("create"):
+        with churn("create", handle.engine.name):
             in_threads(make, missing, workers=8)
     stopped = [key for key, info in found.items() if not info.running]
     if stopped:
         progress(f"starting {len(stopped)} stopped containers")
-        with churn("create"):
+        with churn("create", handle.engine.name):
             in_threads(handle.start, stopped, workers=8)
     if spec_copy is not None and ROUTER not in missing:
         handle.put_files(ROUTER, {SPEC_COPY: spec_copy})

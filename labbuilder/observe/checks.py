@@ -241,6 +241,22 @@ def run_matrix(lab: Lab, check: Check, exec_in: Exec) -> Result:
 
 
 def junit_xml(lab: str, results: list[Result]) -> str:
+    return ElementTree.tostring(_suite(lab, results), encoding="unicode", xml_declaration=True) + "\n"
+
+
+def junit_suites(name: str, labs: list[tuple[str, list[Result]]]) -> str:
+    """Several labs in one JUnit file: a <testsuites> of one <testsuite> per lab."""
+    suites = ElementTree.Element(
+        "testsuites",
+        name=name,
+        tests=str(sum(len(results) for _, results in labs)),
+        failures=str(sum(not r.passed for _, results in labs for r in results)),
+    )
+    suites.extend(_suite(lab, results) for lab, results in labs)
+    return ElementTree.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _suite(lab: str, results: list[Result]) -> ElementTree.Element:
     suite = ElementTree.Element(
         "testsuite", name=f"labbuilder.{lab}", tests=str(len(results)), failures=str(sum(not r.passed for r in results))
     )
@@ -248,7 +264,7 @@ def junit_xml(lab: str, results: list[Result]) -> str:
         case = ElementTree.SubElement(suite, "testcase", classname=f"{lab}.{r.kind}", name=r.name)
         if not r.passed:
             ElementTree.SubElement(case, "failure", message=r.detail).text = r.description
-    return ElementTree.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+    return suite
 
 
 def as_json(results: list[Result]) -> list[dict[str, Any]]:

@@ -36,6 +36,8 @@ def test_docker_exec_argv():
     assert kubectl.docker_exec_argv("kthw-router", None, ["bash"], {"t", "i"}) == [
         "docker", "exec", "-it", "kthw-router", "bash"
     ]  # fmt: skip
+    on_second = kubectl.docker_exec_argv("x-router", None, ["ip", "route"], set(), ["--context", "second"])
+    assert on_second == ["docker", "--context", "second", "exec", "x-router", "ip", "route"]
     assert kubectl.default_shell("nginx-1")[-2:] == ["bash", "--norc"]
 
 

@@ -31,6 +31,7 @@ class FakeHandle:
 
     containers: dict[str, Any] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)
+    engine: Any = field(default_factory=lambda: type("FakeEngine", (), {"name": "local"})())
 
     def create(self, spec: Any, labels: dict[str, str], image: str) -> None:
         self.calls.append(("create", spec.key))
@@ -59,7 +60,7 @@ class FakeApplier:
 @pytest.fixture
 def fake_engine(monkeypatch: pytest.MonkeyPatch) -> FakeHandle:
     monkeypatch.setattr(up, "Applier", FakeApplier)
-    monkeypatch.setattr(up, "churn", lambda kind: contextlib.nullcontext())
+    monkeypatch.setattr(up, "churn", lambda *args: contextlib.nullcontext())
     return FakeHandle()
 
 
