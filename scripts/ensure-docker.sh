@@ -17,6 +17,14 @@ as_root() {
     fi
 }
 
+# The default engine's dockerd, found by its pidfile: not any process named dockerd, since a
+# second engine (scripts/second-engine.sh) may run beside it.
+default_dockerd_running() {
+    local pid
+    pid=$(cat /var/run/docker.pid 2>/dev/null) || return 1
+    [ -n "$pid" ] && grep -qx dockerd "/proc/$pid/comm" 2>/dev/null
+}
+
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 apt_install() {  # apt_install PKG...: install the missing ones, quietly
@@ -55,7 +63,7 @@ command -v ip >/dev/null 2>&1 || apt_install iproute2
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     say "starting docker with systemctl"
     as_root systemctl start docker
-elif pgrep -x dockerd >/dev/null 2>&1; then
+elif default_dockerd_running; then
     say "dockerd is already running; waiting for it to answer"
 else
     say "starting dockerd in the background (log: $LOG)"

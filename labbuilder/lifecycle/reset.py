@@ -91,8 +91,12 @@ def _remove(handle: LabHandle, d: Difference) -> None:
     assert d.ns is not None
     where = ["-n", d.ns.netns] if d.ns.netns else []
     if d.kind == "link":
-        argv = ["link", "del", str(d.remove[0])]
-    elif d.kind == "address":
+        # Deleting one end of a stray veth pair takes its peer along: a link already gone is done.
+        result = handle.enter(Ns(d.key), ["ip", *where, "link", "del", str(d.remove[0])])
+        if result.code != 0 and "Cannot find device" not in result.output:
+            raise LabError(f"{d.key}: `ip link del {d.remove[0]}` failed: {result.output.strip()}")
+        return
+    if d.kind == "address":
         argv = ["addr", "del", str(d.remove[1]), "dev", str(d.remove[0])]
     else:
         route: dict[str, str] = d.remove[0]  # type: ignore[assignment]

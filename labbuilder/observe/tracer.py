@@ -540,7 +540,9 @@ def policy_notes(lab: Lab, hops: list[Hop]) -> list[str]:
                     f"{hop.place.label}: kube-router REJECTs it in {hit.chain}, the firewall of {pods[hit.chain]}: "
                     "no policy rule marked it 0x10000 (an NFLOG copy went to group 100)"
                 )
-    return found
+    # kube-router jumps to a pod's firewall from a routed and a bridged rule, so a bridged packet
+    # runs through it twice with the same verdict: say each decision once.
+    return list(dict.fromkeys(found))
 
 
 def _rule_lines(hop: Hop, visit: Visit) -> list[str]:

@@ -27,6 +27,7 @@ def sabotage(lab: str) -> None:
     pid = dexec(w1, "cat", "/run/labbuilder/pids/worker-1.podserver.pid").strip()
     dexec(w1, "kill", pid)  # kill the node's workloads (one podserver answers for its pods), by its pid
     dexec(w2, "ip", "netns", "add", "stray")  # add a stray netns
+    dexec(w1, "ip", "link", "add", "stray0", "type", "veth", "peer", "name", "stray1")  # a stray veth pair
     pod_exec(w2, pod2.netns, "ip", "addr", "flush", "dev", "eth0")  # change an address
     pod_exec(w2, pod2.netns, "ip", "addr", "add", "10.200.2.99/24", "dev", "eth0")
     dexec(w2, "sh", "-c", "echo broken > /etc/cni/net.d/10-bridge.conf")  # a file labbuilder wrote
@@ -39,6 +40,8 @@ SABOTAGE_SEEN = (  # what `diff` says of the sabotage above, one line per change
     "worker-0: link {veth0} missing",
     "worker-1: iptables nat changed",
     "worker-1: process worker-1.podserver stopped",
+    "worker-1: link stray0 added",
+    "worker-1: link stray1 added",
     "worker-2: netns stray added",
     "worker-2: address 10.200.2.99/24 on eth0 in {netns2} added",
     "worker-2: address 10.200.2.2/24 on eth0 in {netns2} missing",
