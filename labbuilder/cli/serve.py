@@ -44,6 +44,7 @@ class Watcher:
         self.lock = threading.Lock()
         self.rows: dict[str, Row] = {}
         self.members: dict[str, Member] = {}
+        self.waiting: dict[str, str] = {}  # lab → the request that waits for its current work
         self.pool = ThreadPoolExecutor(max(1, parallel), thread_name_prefix="board")
         self.stop = threading.Event()
         self._row = Row
@@ -104,11 +105,17 @@ class Watcher:
     # -- work --------------------------------------------------------------------------------
     def request(self, lab: str, what: str) -> bool:
         """Queue a check ("checking") or a reset then a check ("resetting"); False when the lab is
-        unknown or already busy."""
+        unknown. A lab already busy takes the request after its current work (a reset clicked
+        while the background round checks that lab must not be lost); one waiting request per
+        lab, a reset outranking a check."""
         with self.lock:
             row, member = self.rows.get(lab), self.members.get(lab)
-            if row is None or member is None or row.busy:
+            if row is None or member is None:
                 return False
+            if row.busy:
+                if self.waiting.get(lab) != "resetting":
+                    self.waiting[lab] = what
+                return True
             self.rows[lab] = replace(row, busy=what)
         self.pool.submit(self._work, member, what)
         return True
@@ -133,7 +140,10 @@ class Watcher:
                 picture = [(c.name, c.passed) for c in cells]
                 moved = picture != [(c.name, c.passed) for c in row.checks] or error != row.error
                 row = replace(row, checks=cells, checked=now, changed=now if moved else row.changed)
-            self.rows[member.lab] = replace(row, error=error, busy=None)
+            after = self.waiting.pop(member.lab, None)
+            self.rows[member.lab] = replace(row, error=error, busy=after)
+        if after is not None:
+            self.pool.submit(self._work, member, after)
 
 
 def make_app(watcher: Watcher, token: str) -> Starlette:

@@ -272,3 +272,30 @@ def test_app_buttons_need_the_token():
     assert other.post("/labs/fl-01/check", data={"token": "s3cret"}).status_code == 303
     api = other.get("/api/labs").json()
     assert [lab["lab"] for lab in api["labs"]] == ["fl-01", "fl-02", "fl-03", "fl-04"]
+
+
+def test_a_reset_clicked_while_the_lab_is_checked_runs_after_the_check(monkeypatch):
+    """The background round may be checking the very lab whose reset button is clicked: the
+    reset waits for that check and then runs; it is never dropped."""
+    from labbuilder.cli.serve import Watcher
+    from labbuilder.lifecycle import fleet as lifecycle
+    from labbuilder.present.board import Row
+
+    done: list[str] = []
+    monkeypatch.setattr(lifecycle, "fleet_reset", lambda fleet, members: done.append("reset") or {"fl-01": ([], None)})
+    monkeypatch.setattr(
+        lifecycle,
+        "check_member",
+        lambda fleet, member, *_: done.append("check") or lifecycle.CheckReport("fl-01", "local", ()),
+    )
+    watcher = Watcher(type("F", (), {"prefix": "fl"})(), interval=30, parallel=1)  # type: ignore[arg-type]
+    watcher.members = {"fl-01": lifecycle.Member("fl-01", "local", "fl", 3, 3)}
+    watcher.rows = {"fl-01": Row("fl-01", "local", "running", busy="checking")}  # a round is checking it
+    assert watcher.request("fl-01", "resetting")
+    assert watcher.request("fl-01", "checking")  # a later round's check does not push the reset out
+    assert watcher.waiting == {"fl-01": "resetting"}
+    watcher._work(watcher.members["fl-01"], "checking")  # the round's check ends: the reset follows
+    watcher.pool.shutdown(wait=True)
+    assert done == ["check", "reset", "check"]
+    assert watcher.rows["fl-01"].busy is None and watcher.waiting == {}
+    assert not watcher.request("fl-09", "checking")  # an unknown lab
