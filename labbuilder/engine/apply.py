@@ -31,7 +31,7 @@ from labbuilder.engine.netlink import NetlinkOp
 from labbuilder.engine.runtime import LabHandle, tar_of
 
 
-def _rule_files(phases: dict[Phase, list[Op]]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+def rule_files(phases: dict[Phase, list[Op]]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
     """The IPSETS and RULES phases as files: kube-router's ipset restore payload, the
     iptables-restore payload, and kube-proxy's nft -f payload."""
     sets = [op.payload for op in phases[Phase.IPSETS] if isinstance(op, Ipsets)]
@@ -75,7 +75,7 @@ class Applier:
         containers make into it (`uplinks`) must be there already."""
         phases = by_phase(ops)
         files = {op.path: op.content for op in phases[Phase.FILES] if isinstance(op, WriteFile)}
-        sets, rules, nft = _rule_files(phases)
+        sets, rules, nft = rule_files(phases)
         files.update(sets | rules | nft)
         files[BUILD_SCRIPT] = build_script(key, ops, rules=bool(rules), ipsets=bool(sets), nft=bool(nft))
         # One process on this host: the files arrive as a tar on stdin, then the script runs.
@@ -88,7 +88,7 @@ class Applier:
         steps = [op for op in [*phases[Phase.LINKS], *phases[Phase.ROUTES]] if isinstance(op, NetlinkOp)]
         self.lab.netlink(steps)
         files = {op.path: op.content for op in phases[Phase.FILES] if isinstance(op, WriteFile)}
-        sets, rules, nft = _rule_files(phases)
+        sets, rules, nft = rule_files(phases)
         files.update(sets | rules | nft)
         if files:
             self.lab.put_files(key, files)

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from labbuilder.compile.ops import Ipsets, Iptables, Nftables, Ns, Op, Phase, Process, Route, WriteFile, by_phase
+from labbuilder.compile.ops import Ns, Op, Phase, Process, Route, WriteFile, by_phase
 from labbuilder.compile.paths import IPSETS_FILE, NFT_FILE, RULES_FILE, SPEC_COPY
 from labbuilder.compile.plan import Plan, compile_plan
-from labbuilder.engine.apply import Applier
+from labbuilder.engine.apply import Applier, rule_files
 from labbuilder.engine.netlink import NetlinkOp, RestoreLinkLocal, Step
 from labbuilder.engine.runtime import Engine, LabHandle, in_threads
 from labbuilder.errors import LabError
@@ -117,18 +117,18 @@ def _restore(
         _restore_links(handle, plan, desired, key, phases)
     if "file" in kinds:
         handle.put_files(key, {op.path: op.content for op in phases[Phase.FILES] if isinstance(op, WriteFile)})
-    if kinds & {"ipset", "iptables"}:  # a set the rules match on must exist before them
-        sets = [op for op in phases[Phase.IPSETS] if isinstance(op, Ipsets)]
-        if sets:
-            handle.put_files(key, {IPSETS_FILE: sets[-1].payload})
-            applier.restore_ipsets(key)
-    if "iptables" in kinds:
-        rules = [op for op in phases[Phase.RULES] if isinstance(op, Iptables)]
-        handle.put_files(key, {RULES_FILE: rules[-1].payload})
+    # The payloads `apply` writes, written again in one archive: the sets first (the rules match on
+    # them), then the rules, then kube-proxy's nftables table (one nft -f: the whole table, atomically).
+    sets, rules, nft = rule_files(phases)
+    wanted = (sets if kinds & {"ipset", "iptables"} else {}) | (rules if "iptables" in kinds else {})
+    wanted |= nft if "nftables" in kinds else {}
+    if wanted:
+        handle.put_files(key, wanted)
+    if IPSETS_FILE in wanted:
+        applier.restore_ipsets(key)
+    if RULES_FILE in wanted:
         applier.restore_rules(key)
-    if "nftables" in kinds:  # the whole table again, atomically: one nft -f
-        tables = [op for op in phases[Phase.RULES] if isinstance(op, Nftables)]
-        handle.put_files(key, {NFT_FILE: tables[-1].payload})
+    if NFT_FILE in wanted:
         applier.load_nftables(key)
     if "process" in kinds:
         applier.start_processes(key, [op for op in phases[Phase.PROCESSES] if isinstance(op, Process)])
