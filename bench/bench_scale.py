@@ -18,19 +18,20 @@ subprocess and timed around it (time.perf_counter); each is the median of --runs
             then `labbuilder check` on each, and down
   floor     the container floor: 7 and W+1 sealed containers of the node image, created and
             started with the Docker SDK in 8 threads (label labbuilder.lab=bench-floor), removed
-            the same way
+            the same way; and 7 of them as a whole process (python, the SDK's import, the containers)
   mininet   Mininet 2.3 (Debian's, system python): N hosts on one LinuxBridge switch, no controller,
             for N = 7 and N = W x P, inside `unshare --net --mount --pid` so nothing reaches the host's
             network namespace (checked: the host's `ip -o link` before and after); see mininet_part.py
 
-Only the labs this script names (benchkthw, benchkthwr, benchbig, benchbigns, benchbigr, benchpN)
+Only the labs this script names (benchkthw, benchkthwr, benchbig, benchbigns, benchbig0, benchbigr, benchpN)
 and the bench-floor containers are touched: leftovers of an interrupted run are removed at the
 start, and everything is removed again at the end, also on Ctrl-C. Progress goes to stderr, the
 report to stdout. Exit 0 when the run completed (targets missed or not), 1 on errors, 130 on Ctrl-C.
 
-Memory per pod is host-wide: MemAvailable before `up` minus MemAvailable 2 s after it, over the
-pods (the lab's containers included), so other activity on the host shows up in it; at small
-sizes the containers dominate it.
+Memory is host-wide: MemAvailable before `up` minus MemAvailable 2 s after it. Per pod, the target
+figure is what the pods add: (the big lab - the same nodes without pods, "benchbig0") / pods, the
+host's growth per pod added; the whole lab over its pods (containers included) is printed beside it.
+Other activity on the host shows up in both.
 """
 
 from __future__ import annotations
@@ -67,10 +68,11 @@ KTHW_LAB = "benchkthw"
 KTHW_RENDER_LAB = "benchkthwr"
 BIG_LAB = "benchbig"
 BIG_NOSVC_LAB = "benchbigns"
+BIG_EMPTY_LAB = "benchbig0"  # the big lab's nodes without pods: what the pods add is measured against it
 BIG_RENDER_LAB = "benchbigr"
 PARALLEL_PREFIX = "benchp"
 # The names this script creates; only these are cleaned up (a lab someone else named bench… is left alone).
-OUR_LABS = re.compile(r"^bench(kthw|kthwr|big|bigns|bigr|p\d+|-floor)$")
+OUR_LABS = re.compile(r"^bench(kthw|kthwr|big|bigns|big0|bigr|p\d+|-floor)$")
 MININET_NAMES = re.compile(r"^(h\d+-eth\d+|s\d+(-eth\d+)?)$")
 SECTIONS = ("cli", "kthw", "big", "parallel", "floor", "mininet")
 THREADS = 8
@@ -254,10 +256,10 @@ def cleanup(client: Any, why: str) -> None:
 # ---------------------------------------------------------------- lab files
 
 
-def big_lab(workers: int, pods_per_worker: int, service: bool) -> dict[str, Any]:
+def big_lab(workers: int, pods_per_worker: int, service: bool, name: str = "") -> dict[str, Any]:
     """W workers, each with one workload of P pods pinned to it (replicas are at most 250 per workload)."""
     lab: dict[str, Any] = {
-        "name": BIG_LAB if service else BIG_NOSVC_LAB,
+        "name": name or (BIG_LAB if service else BIG_NOSVC_LAB),
         "description": f"bench_scale: {workers} workers x {pods_per_worker} pods"
         + (", one ClusterIP service selecting all of them" if service else ", no service"),
         "network": {"cidr": "10.240.0.0/22"},
@@ -273,6 +275,7 @@ def big_lab(workers: int, pods_per_worker: int, service: bool) -> dict[str, Any]
                 "nodes": [f"worker-{i}"],
             }
             for i in range(workers)
+            if pods_per_worker
         ],
     }
     if service:
@@ -403,6 +406,8 @@ def section_big(report: Report, opts: Options) -> None:
         path.write_text(yaml.safe_dump(big_lab(opts.workers, opts.pods_per_worker, service), sort_keys=False))
         files[service] = path
     big = str(files[True])
+    empty = opts.tmp / "big-empty.yaml"
+    empty.write_text(yaml.safe_dump(big_lab(opts.workers, 0, False, BIG_EMPTY_LAB), sort_keys=False))
     progress(f"big lab ({size}, one ClusterIP service): plan, validate")
     report.add(
         "big.plan",
@@ -417,25 +422,25 @@ def section_big(report: Report, opts: Options) -> None:
         target=0.2,
     )
 
-    ups, downs, mems = [], [], []
+    ups, downs, mems, whole = [], [], [], []
     for i in range(opts.runs_big):
-        progress(f"big lab run {i + 1}/{opts.runs_big}: up (with the service), settle 2 s, down")
-        time.sleep(2)  # let the previous steps settle too
-        before = mem_available_kib()
-        ups.append(lb("up", big, timeout=1800))
-        time.sleep(2)
-        after = mem_available_kib()
-        mems.append((before - after) / 1024 / opts.pods)
-        if after > before:
-            report.notes.append(
-                f"MemAvailable grew during the big up ({(after - before) / 1024:.0f} MiB): it is host-wide, "
-                "so other activity on the host (other Docker users, page cache) outweighed the lab here"
-            )
+        progress(f"big lab run {i + 1}/{opts.runs_big}: its nodes alone, then up (with the service); memory of each")
+        nodes_only = grown_mib(lambda: lb("up", str(empty), timeout=1800))
+        lb("down", BIG_EMPTY_LAB, timeout=1800)
+        grown = grown_mib(lambda: ups.append(lb("up", big, timeout=1800)))
+        mems.append((grown - nodes_only) / opts.pods)
+        whole.append(grown / opts.pods)
         downs.append(lb("down", BIG_LAB, timeout=1800))
+        if min(grown, nodes_only) <= 0:
+            report.notes.append(
+                f"MemAvailable grew during an up ({nodes_only:.0f} MiB nodes alone, {grown:.0f} MiB the big lab): it "
+                "is host-wide, so other activity on the host (other Docker users, page cache) outweighed the lab"
+            )
     report.add("big.up", f"big lab ({size}): up", ups, target=20.0)
     report.add("big.down", f"big lab ({size}): down", downs, target=3.0)
-    report.add("big.mem", "  memory growth per pod (MemAvailable)", mems, unit="MiB", target=1.0)
-    report.add("big.mem100", "  memory growth per 100 pods", [m * 100 for m in mems], unit="MiB", target=100.0)
+    report.add("big.mem", "  host memory per pod: (lab - its nodes alone) / pods", mems, unit="MiB", target=1.0)
+    report.add("big.mem100", "  host memory growth per 100 pods", [m * 100 for m in mems], unit="MiB", target=100.0)
+    report.add("big.memall", "  host memory of the whole lab / pods (nodes included)", whole, unit="MiB")
 
     ups, downs = [], []
     for i in range(opts.runs_big):
@@ -461,6 +466,15 @@ def section_big(report: Report, opts: Options) -> None:
         report.add(
             "alt.big.render.down", "big lab render-built: labbuilder down", lb("down", BIG_RENDER_LAB, timeout=1800)
         )
+
+
+def grown_mib(step: Callable[[], object]) -> float:
+    """How much MemAvailable shrank over `step`, 2 s after it (host-wide), in MiB."""
+    time.sleep(2)  # let the previous steps settle
+    before = mem_available_kib()
+    step()
+    time.sleep(2)
+    return (before - mem_available_kib()) / 1024
 
 
 def section_parallel(report: Report, opts: Options) -> None:
@@ -536,6 +550,28 @@ def floor_once(client: Any, image: str, count: int) -> tuple[float, float]:
     return up, remove_floor(client)
 
 
+FLOOR_PROGRAM = (
+    """
+import concurrent.futures, sys, docker
+client, image, count = docker.from_env(), sys.argv[1], int(sys.argv[2])
+def start_one(i):
+    client.containers.run(image, ["sleep", "infinity"], name=f"{FLOOR_LAB}-{i}", detach=True, network_mode="none",
+                          cap_add=["NET_ADMIN", "SYS_ADMIN", "NET_RAW"], init=True, labels={"%s": "%s"})
+with concurrent.futures.ThreadPoolExecutor(%d) as pool:
+    list(pool.map(start_one, range(count)))
+""".replace("{FLOOR_LAB}", FLOOR_LAB)
+    % (LABEL, FLOOR_LAB, THREADS)
+)
+
+
+def floor_process(client: Any, image: str, count: int) -> float:
+    """The floor as a whole process, as labbuilder's figures are: python, the Docker SDK's import,
+    `count` containers; then removed (not counted)."""
+    seconds, _ = run([sys.executable, "-c", FLOOR_PROGRAM, image, str(count)], timeout=600)
+    remove_floor(client)
+    return seconds
+
+
 def section_floor(report: Report, opts: Options, client: Any) -> None:
     from labbuilder.engine.image import image_tag
 
@@ -551,6 +587,9 @@ def section_floor(report: Report, opts: Options, client: Any) -> None:
             downs.append(down)
         report.add(f"alt.floor{count}.up", f"container floor: {count} containers create+start", ups)
         report.add(f"alt.floor{count}.down", f"container floor: {count} containers remove", downs)
+    progress(f"floor: 7 containers as a whole process (python + Docker SDK), {opts.runs} runs")
+    whole = [floor_process(client, image, 7) for _ in range(opts.runs)]
+    report.add("alt.floor7.process", "container floor: 7 containers, whole process", whole)
 
 
 def host_links() -> list[str]:
@@ -682,6 +721,7 @@ def print_report(report: Report, opts: Options, header: list[str]) -> None:
         ("KTHW up", "kthw.up", "Mininet 7 hosts build+start", "alt.mininet7.up"),
         ("KTHW down", "kthw.down", "Mininet 7 hosts stop", "alt.mininet7.down"),
         ("KTHW up", "kthw.up", "floor: 7 containers start", "alt.floor7.up"),
+        ("KTHW up", "kthw.up", "floor: 7, whole process (+python, SDK)", "alt.floor7.process"),
         ("KTHW down", "kthw.down", "floor: 7 containers remove", "alt.floor7.down"),
         (f"big up ({size} pods)", "big.up", "render script (sh)", "alt.big.render.up"),
         (f"big down ({size} pods)", "big.down", "down of the render-built lab", "alt.big.render.down"),

@@ -53,8 +53,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labbuilder.compile.labels import LABEL_LAB
 from labbuilder.compile.paths import pidfile
-from labbuilder.compile.plan import LABEL_LAB, compile_plan
+from labbuilder.compile.plan import compile_plan
 from labbuilder.engine.runtime import Engine, LabHandle
 from labbuilder.errors import LabError
 from labbuilder.lifecycle import lab as lab_lifecycle

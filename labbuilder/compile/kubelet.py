@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from labbuilder.compile import pki
 from labbuilder.compile.ops import Ns, Op, Process, WriteFile
-from labbuilder.compile.paths import DNSMASQ_CONF, PID_DIR, PODSERVER_CONF, pidfile
+from labbuilder.compile.paths import AGENT, AGENT_DIR, DNSMASQ_CONF, PID_DIR, PODSERVER_CONF, pidfile
 from labbuilder.spec.model import Lab, Node, Pod, Service
 
 METRICS_PORT = 9153  # CoreDNS's metrics: the DNS pod's second container, answered like any pod port
@@ -241,3 +241,29 @@ def start_script(processes: list[Process]) -> str:
 def started(output: str) -> list[str]:
     """The names of the processes a start script reports it started."""
     return [line.removeprefix(STARTED).removesuffix(".pid") for line in output.splitlines() if line.startswith(STARTED)]
+
+
+NO_AGENT = 125  # what `through_agent` exits with when the node runs no agent (see `through_agent`)
+AGENT_WAIT = 6000  # polls of 10 ms: a minute for a job, then give up loudly
+
+
+def through_agent(script: str) -> str:
+    """The shell that hands the script at path `script` to the node's agent and waits for it,
+    printing its output and exiting with its status.
+
+    The agent (templates/node/agent.sh, the node's main process) runs the job as its own child:
+    what it starts lives in the node's cgroup with the node's capabilities and seccomp profile, as
+    `docker exec` would start it, but a short command entered into the node can hand it over in
+    milliseconds instead of a `docker exec` round trip (≈60 ms alone, ≈250 ms when seven nodes ask
+    at once). Exits NO_AGENT when the node runs none: a container of an older labbuilder, or one a
+    render script made — callers then use `docker exec`."""
+    d = shlex.quote(AGENT_DIR)
+    return "\n".join(
+        [
+            f'[ -p {d}/in ] || {{ echo "no {AGENT} runs in this node" >&2; exit {NO_AGENT}; }}',
+            f'job={d}/job.$$; cp {shlex.quote(script)} "$job.sh"; echo "$job" > {d}/in',
+            f'n=0; until [ -e "$job.rc" ]; do n=$((n+1)); [ $n -lt {AGENT_WAIT} ] || '
+            f'{{ echo "{AGENT} did not finish $job in a minute" >&2; exit 124; }}; sleep 0.01; done',
+            'cat "$job.out"; rc=$(cat "$job.rc"); rm -f "$job.sh" "$job.out" "$job.rc"; exit "$rc"',
+        ]
+    )

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar
 
-from labbuilder.spec.model import ROUTER
+from labbuilder.compile.ns import Ns
+from labbuilder.spec.keys import ROUTER
 
-__all__ = ["PHASES", "ROUTER", "Op", "Phase", "by_phase"]
+__all__ = ["PHASES", "ROUTER", "Ns", "Op", "Phase", "by_phase"]
 
 
 class Phase(IntEnum):
@@ -35,18 +36,6 @@ class Phase(IntEnum):
 
 
 PHASES = tuple(Phase)
-
-
-@dataclass(frozen=True)
-class Ns:
-    """Where an operation applies: a container's own netns, or a pod netns inside it."""
-
-    container: str  # node name, or ROUTER
-    netns: str | None = None
-
-    def ip(self) -> str:
-        """The `ip` command prefix for this namespace, as typed inside the container."""
-        return f"ip -n {self.netns}" if self.netns else "ip"
 
 
 class Command:

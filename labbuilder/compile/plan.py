@@ -15,17 +15,12 @@ from functools import cached_property
 from labbuilder.compile import announce, kubelet, pki
 from labbuilder.compile.cni import mode_for
 from labbuilder.compile.kubeproxy.mode import KubeProxy
+from labbuilder.compile.labels import LABEL_LAB, LABEL_NODE, LABEL_ROLE, LABEL_SPEC
 from labbuilder.compile.netpol.kube_router import KubeRouter, kube_router
 from labbuilder.compile.ops import ROUTER, Address, Bridge, Ipsets, LinkUp, Master, Ns, Op, Route, Veth
 from labbuilder.spec.addressing import hashed_mac, node_mac
 from labbuilder.spec.model import Lab, Node
 
-# Container labels: how every command finds a lab's containers without its file.
-LABEL_LAB = "labbuilder.lab"
-LABEL_NODE = "labbuilder.node"
-LABEL_ROLE = "labbuilder.role"
-LABEL_SPEC = "labbuilder.spec-hash"
-LABEL_FLEET = "labbuilder.fleet"  # the fleet a lab belongs to (`labbuilder fleet`): its only record
 CAPS = ("NET_ADMIN", "SYS_ADMIN", "NET_RAW")  # explicit capabilities: a lab container is never privileged
 _NODE_SYSCTLS = {
     "net.ipv4.ip_forward": "1",

@@ -15,8 +15,9 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
+from labbuilder.compile.kubelet import through_agent
 from labbuilder.compile.ops import AddNetns, Command, Op, Phase, by_phase
-from labbuilder.compile.paths import IPSETS_FILE, NFT_FILE, RULES_FILE
+from labbuilder.compile.paths import IPSETS_FILE, NFT_FILE, RULES_FILE, START_SCRIPT
 
 
 def batches(ops: Sequence[Command]) -> list[tuple[str, str | None, list[str]]]:
@@ -36,10 +37,13 @@ def _batch(tool: str, netns: str | None, lines: list[str]) -> str:
     return f"{tool}{where} -batch - <<'EOF'\n" + "\n".join(lines) + "\nEOF"
 
 
-def build_script(key: str, ops: Sequence[Op], rules: bool, ipsets: bool = False, nft: bool = False) -> str:
+def build_script(
+    key: str, ops: Sequence[Op], rules: bool, ipsets: bool = False, nft: bool = False, start: bool = False
+) -> str:
     """The commands for container `key`'s own operations (those made from another container's
     side, the uplink veths, are not in it); at the end, as flagged: restore IPSETS_FILE, then
-    RULES_FILE, then load NFT_FILE (kube-proxy's table, one transaction)."""
+    RULES_FILE, then load NFT_FILE (kube-proxy's table, one transaction), then hand START_SCRIPT
+    (the node's processes) to the node's agent."""
     phases = by_phase(op for op in ops if op.ns.container == key)
     lines = ["set -e"]
     lines += [
@@ -56,4 +60,6 @@ def build_script(key: str, ops: Sequence[Op], rules: bool, ipsets: bool = False,
         lines.append(f"iptables-restore {RULES_FILE}")
     if nft:
         lines.append(f"nft -f {NFT_FILE}")
+    if start:
+        lines.append(through_agent(START_SCRIPT))
     return "\n".join(lines) + "\n"

@@ -25,10 +25,11 @@ from labbuilder.compile.ops import (
     WriteFile,
     by_phase,
 )
-from labbuilder.compile.paths import BUILD_SCRIPT, IPSETS_FILE, NFT_FILE, RULES_FILE
+from labbuilder.compile.paths import BUILD_SCRIPT, IPSETS_FILE, NFT_FILE, RULES_FILE, START_SCRIPT, STATE_DIR
 from labbuilder.compile.script import build_script
 from labbuilder.engine.netlink import NetlinkOp
 from labbuilder.engine.runtime import LabHandle, tar_of
+from labbuilder.errors import LabError
 
 
 def rule_files(phases: dict[Phase, list[Op]]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
@@ -71,16 +72,21 @@ class Applier:
             self.lab.run(key, ["ip", "-batch", "-"], stdin="\n".join(lines).encode(), host_tools=True)
 
     def build(self, key: str, ops: Sequence[Op]) -> None:
-        """A container this run created: its own operations in one script; the links other
-        containers make into it (`uplinks`) must be there already."""
+        """A container this run created: its own operations in one script, its processes handed
+        to its agent at the end; the links other containers make into it (`uplinks`) must be
+        there already."""
         phases = by_phase(ops)
         files = {op.path: op.content for op in phases[Phase.FILES] if isinstance(op, WriteFile)}
         sets, rules, nft = rule_files(phases)
         files.update(sets | rules | nft)
-        files[BUILD_SCRIPT] = build_script(key, ops, rules=bool(rules), ipsets=bool(sets), nft=bool(nft))
+        processes = [op for op in phases[Phase.PROCESSES] if isinstance(op, Process)]
+        if processes:
+            files[START_SCRIPT] = kubelet.start_script(processes)
+        files[BUILD_SCRIPT] = build_script(
+            key, ops, rules=bool(rules), ipsets=bool(sets), nft=bool(nft), start=bool(processes)
+        )
         # One process on this host: the files arrive as a tar on stdin, then the script runs.
         self.lab.run(key, ["sh", "-c", f"tar -x -C / && sh {BUILD_SCRIPT}"], stdin=tar_of(files))
-        self.start_processes(key, [op for op in phases[Phase.PROCESSES] if isinstance(op, Process)])
 
     def apply(self, key: str, ops: Sequence[Op]) -> None:
         phases = by_phase(ops)
@@ -126,8 +132,18 @@ class Applier:
             self.lab.run(key, ["sh", "-ec", script])
 
     def start_processes(self, key: str, ops: list[Process]) -> list[str]:
-        """Start each process that is not running; returns the names of those it started."""
+        """Start each process that is not running; returns the names of those it started.
+
+        The node's agent starts them (kubelet.through_agent): they live on inside the container's
+        cgroup, with its capabilities, as with `docker exec` — which is what a node without an
+        agent (made by an older labbuilder or a render script) gets instead."""
         if not ops:
             return []
-        # `docker exec`: the processes live on inside the container's cgroup, with its capabilities.
-        return kubelet.started(self.lab.run(key, ["sh", "-ec", kubelet.start_script(ops)], entered=False))
+        script = kubelet.start_script(ops)
+        handover = f"mkdir -p {STATE_DIR} && cat > {START_SCRIPT}\n{kubelet.through_agent(START_SCRIPT)}"
+        result = self.lab.enter(key, ["sh", "-c", handover], stdin=script.encode())
+        if result.code == kubelet.NO_AGENT:
+            return kubelet.started(self.lab.run(key, ["sh", "-ec", script], entered=False))
+        if result.code != 0:
+            raise LabError(f"lab {self.lab.name}: starting processes in {key} failed ({result.code}): {result.output}")
+        return kubelet.started(result.output)

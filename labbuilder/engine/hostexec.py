@@ -36,8 +36,6 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-import docker.errors
-
 from labbuilder.compile.ops import Ns
 from labbuilder.engine import helper
 from labbuilder.engine.dockerapi import docker_errors, tar_of
@@ -206,6 +204,8 @@ class HelperExec:
         once per engine and payload (`labbuilder/helper:<digest>`). Measured here: putting the
         payload into every helper cost 0.7 s per command (0.35 s to pack it, 0.3 s to send it);
         the layer costs that once, and a helper then starts in about 0.2 s."""
+        import docker.errors  # the SDK, here only: a remote engine's helper is worth its import
+
         base = self.engine.ensure_image(lambda _: None)
         tag = f"{HELPER_REPO}:{helper_digest(base)}"
         client = self.engine.client
@@ -226,6 +226,8 @@ class HelperExec:
         return tag
 
     def _ask(self, request: bytes) -> dict[str, object]:
+        import docker.errors
+
         try:
             return self._ask_once(request)
         except docker.errors.APIError as err:
@@ -266,6 +268,8 @@ class HelperExec:
             container, self._container = self._container, None
         if container is None:
             return
+        import docker.errors
+
         # Already going (auto_remove), or the engine went away: HELPER_TTL ends it then.
         with contextlib.suppress(docker.errors.DockerException):
             container.remove(force=True)

@@ -27,13 +27,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
-
-import docker
-import docker.errors
+from typing import TYPE_CHECKING, Any, Literal
 
 from labbuilder.errors import LabError
 from labbuilder.resources import templates_dir
+
+if TYPE_CHECKING:
+    import docker
 
 IMAGE_REPO = "labbuilder/node"
 IMAGE_LABEL = "labbuilder.image"  # value "node"
@@ -57,6 +57,10 @@ IMPORT_CHANGES = (
     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     f"LABEL {IMAGE_LABEL}=node",
 )
+
+# Files of templates/node/ installed as programs (both build paths): the pod server, and the
+# node's main process that starts what labbuilder hands it (agent.sh; see compile/kubelet.py).
+PROGRAMS = {"podserver.py": "/usr/local/bin/podserver", "agent.sh": "/usr/local/bin/labbuilder-agent"}
 
 BuildMethod = Literal["auto", "mmdebstrap", "dockerfile"]
 Progress = Callable[[str], None]
@@ -88,6 +92,7 @@ class Recipe:
 
     packages: tuple[str, ...]
     podserver: str
+    agent: str
     dockerfile: str
     version: str = RECIPE_VERSION
     suite: str = SUITE
@@ -108,6 +113,7 @@ def load_recipe() -> Recipe:
     return Recipe(
         packages=parse_packages((folder / "packages.txt").read_text()),
         podserver=(folder / "podserver.py").read_text(),
+        agent=(folder / "agent.sh").read_text(),
         dockerfile=(folder / "Dockerfile").read_text(),
     )
 
@@ -118,6 +124,8 @@ def image_tag() -> str:
 
 
 def image_exists(client: docker.DockerClient, tag: str | None = None) -> bool:
+    import docker.errors  # the SDK, only where images are built
+
     try:
         client.images.get(tag or image_tag())
     except docker.errors.ImageNotFound:
@@ -149,13 +157,15 @@ def build_image(client: docker.DockerClient, method: BuildMethod = "auto", on_pr
     return recipe.tag()
 
 
-def mmdebstrap_command(recipe: Recipe, target: str, podserver: str) -> list[str]:
-    """The mmdebstrap command line writing the root filesystem tarball to `target`."""
+def mmdebstrap_command(recipe: Recipe, target: str, staged: str) -> list[str]:
+    """The mmdebstrap command line writing the root filesystem tarball to `target`; the
+    PROGRAMS are uploaded from folder `staged`."""
     cmd = ["mmdebstrap", "--variant=minbase", "--include=" + ",".join(recipe.packages)]
     cmd += [f"--dpkgopt={option}" for option in recipe.dpkg_options]
+    cmd += [f"--customize-hook=upload {staged}/{source} {path}" for source, path in PROGRAMS.items()]
+    modes = " ".join(f'"$1{path}"' for path in PROGRAMS.values())
     cmd += [
-        f"--customize-hook=upload {podserver} /usr/local/bin/podserver",
-        '--customize-hook=chmod 0755 "$1/usr/local/bin/podserver" && cp "$1/usr/bin/sleep" "$1/pause"',
+        f'--customize-hook=chmod 0755 {modes} && cp "$1/usr/bin/sleep" "$1/pause"',
         recipe.suite,
         target,
     ]
@@ -175,19 +185,22 @@ _MMDEBSTRAP_STAGES = (
 
 
 def _build_mmdebstrap(client: docker.DockerClient, recipe: Recipe, on_progress: Progress) -> None:
+    import docker.errors
+
     if not shutil.which("mmdebstrap"):
         raise LabError(
             "mmdebstrap is not installed",
             hint="run scripts/ensure-docker.sh (apt-get install mmdebstrap) or use the dockerfile method",
         )
     with tempfile.TemporaryDirectory(prefix="labbuilder-image-") as tmp:
-        # upload's paths are split on blanks: stage the pod server under a blank-free name
-        podserver = shutil.copy(template_dir() / "podserver.py", Path(tmp) / "podserver.py")
-        if " " in str(podserver):
+        # upload's paths are split on blanks: stage the programs under blank-free names
+        if " " in tmp:
             raise LabError(f"temporary directory {tmp!r} contains a blank", hint="set TMPDIR")
+        for source in PROGRAMS:
+            shutil.copy(template_dir() / source, Path(tmp) / source)
         rootfs = str(Path(tmp) / "rootfs.tar")
         on_progress(f"debootstrapping {recipe.suite} with mmdebstrap (about 30 s)")
-        code, log = _run_logged(mmdebstrap_command(recipe, rootfs, str(podserver)), on_progress)
+        code, log = _run_logged(mmdebstrap_command(recipe, rootfs, tmp), on_progress)
         if code != 0:
             raise LabError(
                 f"building the node image with mmdebstrap failed (exit {code}):\n{_tail(log)}",
@@ -250,6 +263,8 @@ def _run_logged(cmd: list[str], on_progress: Progress) -> tuple[int, list[str]]:
 
 
 def _build_dockerfile(client: docker.DockerClient, recipe: Recipe, on_progress: Progress) -> None:
+    import docker.errors
+
     on_progress("docker build of templates/node/Dockerfile (FROM debian:bookworm-slim)")
     log: list[str] = []
     error = ""

@@ -4,8 +4,9 @@ Every container labbuilder creates carries `labbuilder.lab=<lab>`; that label is
 command finds a lab without its file, and all it ever touches. A `LabHandle` owns a lab's
 containers by key (node name, or "router"), and is the only way in: `exec(ns, argv)` in a
 container or a pod netns, `put_files`, pids and namespace paths. Nothing outside `engine/`
-imports docker; Docker's errors leave this module as one sentence about the lab (LabError),
-with the raw error kept for `--debug`.
+talks to Docker: the everyday calls go through `dockerhttp` (the standard library), the Docker
+SDK only builds images and helpers. Docker's errors leave this module as one sentence about
+the lab (LabError), with the raw error kept for `--debug`.
 """
 
 from __future__ import annotations
@@ -23,20 +24,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import docker
-import docker.errors
-import requests
-from docker.models.containers import Container
-
-from labbuilder.compile.ops import ROUTER, Ns
-from labbuilder.compile.paths import SPEC_COPY
-from labbuilder.compile.plan import LABEL_FLEET, LABEL_LAB, LABEL_NODE, LABEL_ROLE, LABEL_SPEC, ContainerSpec
+from labbuilder.compile.labels import LABEL_FLEET, LABEL_LAB, LABEL_NODE, LABEL_ROLE, LABEL_SPEC
+from labbuilder.compile.ns import Ns
+from labbuilder.compile.paths import AGENT, SPEC_COPY
 from labbuilder.engine.dockerapi import TIMEOUT, EngineError, _explain, docker_errors, tar_of
+from labbuilder.engine.dockerhttp import DockerHTTP, TLSFiles
 from labbuilder.errors import LabError
+from labbuilder.spec.keys import ROUTER
 
 if TYPE_CHECKING:
+    import docker
+
+    from labbuilder.compile.plan import ContainerSpec
     from labbuilder.engine.hostexec import HostExec
     from labbuilder.engine.netlink import Step
     from labbuilder.spec.load import Spec
@@ -109,7 +110,7 @@ class Endpoint:
 
     name: str  # the context's name; LOCAL for the default engine
     base_url: str  # unix:///var/run/docker.sock, tcp://host:2376, ssh://user@host
-    tls: object = None  # docker.tls.TLSConfig from the context, when it has certificates
+    tls: TLSFiles | None = None  # the context's certificates, when it has them
     from_context: bool = False  # named by a Docker context (not DOCKER_HOST, not the default)
 
     @property
@@ -145,8 +146,6 @@ def read_context(name: str, environ: Mapping[str, str]) -> Endpoint | None:
     files under `contexts/tls/<same>/docker/`), None when there is no such context. docker-py's
     ContextAPI reads the same store but looks for it beside config.json, and finds nothing when
     that file does not exist (a fresh `docker context create` does not make it)."""
-    from docker.tls import TLSConfig
-
     digest = hashlib.sha256(name.encode()).hexdigest()
     store = docker_config_dir(environ) / "contexts"
     try:
@@ -161,9 +160,10 @@ def read_context(name: str, environ: Mapping[str, str]) -> Endpoint | None:
     tls_dir = store / "tls" / digest / "docker"
     tls = None
     if all((tls_dir / f).is_file() for f in ("ca.pem", "cert.pem", "key.pem")):
-        tls = TLSConfig(
-            client_cert=(str(tls_dir / "cert.pem"), str(tls_dir / "key.pem")),
-            ca_cert=str(tls_dir / "ca.pem"),
+        tls = TLSFiles(
+            ca=str(tls_dir / "ca.pem"),
+            cert=str(tls_dir / "cert.pem"),
+            key=str(tls_dir / "key.pem"),
             verify=not endpoint.get("SkipTLSVerify", False),
         )
     return Endpoint(name, str(endpoint["Host"]), tls, from_context=True)
@@ -178,12 +178,8 @@ def resolve_endpoint(context: str | None = None, environ: Mapping[str, str] | No
     if not name and not env.get("DOCKER_HOST"):
         name = env.get("DOCKER_CONTEXT") or current_context(env)
     if name in ("", LOCAL, "default"):
-        # DOCKER_HOST with DOCKER_TLS_VERIFY / DOCKER_CERT_PATH, read as docker-py reads them
-        from docker.utils import kwargs_from_env
-
-        settings = kwargs_from_env(environment=dict(env) or {"DOCKER_HOST": ""})
         host = env.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-        return Endpoint(LOCAL if host.startswith(LOCAL_SCHEMES) else host, host, settings.get("tls"))
+        return Endpoint(LOCAL if host.startswith(LOCAL_SCHEMES) else host, host, env_tls(env))
     found = read_context(name, env)
     if found is None:
         raise EngineError(
@@ -193,15 +189,34 @@ def resolve_endpoint(context: str | None = None, environ: Mapping[str, str] | No
     return found
 
 
+def env_tls(env: Mapping[str, str]) -> TLSFiles | None:
+    """DOCKER_TLS_VERIFY / DOCKER_CERT_PATH as the Docker CLI reads them: with DOCKER_TLS_VERIFY
+    set (to anything but ""), ca.pem, cert.pem and key.pem of DOCKER_CERT_PATH (~/.docker)."""
+    if not env.get("DOCKER_HOST") or not env.get("DOCKER_TLS_VERIFY"):
+        return None
+    folder = Path(env.get("DOCKER_CERT_PATH") or docker_config_dir(env))
+    return TLSFiles(ca=str(folder / "ca.pem"), cert=str(folder / "cert.pem"), key=str(folder / "key.pem"))
+
+
 def connect(endpoint: Endpoint | None = None) -> docker.DockerClient:
+    """The Docker SDK's client, for the few calls worth its weight (image builds, the helper)."""
+    import docker
+    import requests
+    from docker.tls import TLSConfig
+
     where = endpoint or resolve_endpoint(LOCAL)
+    tls = (
+        TLSConfig(client_cert=(where.tls.cert, where.tls.key), ca_cert=where.tls.ca, verify=where.tls.verify)
+        if where.tls
+        else False
+    )
     try:
         if where.base_url.startswith(LOCAL_SCHEMES) and where.tls is None:
             client = docker.DockerClient(base_url=where.base_url, timeout=TIMEOUT)
         else:
             client = docker.DockerClient(
                 base_url=where.base_url,
-                tls=where.tls or False,
+                tls=tls,
                 timeout=TIMEOUT,
                 version=MIN_API,  # asked below, once the session trusts only the context's CA
                 use_ssh_client=where.base_url.startswith("ssh://"),  # the ssh binary: ~/.ssh/config, agent
@@ -212,13 +227,17 @@ def connect(endpoint: Endpoint | None = None) -> docker.DockerClient:
             client.api._version = str(client.api.version(api_version=False)["ApiVersion"])
         client.ping()
     except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
-        if where.name == LOCAL and not where.remote:
-            hint = "start it with `bash scripts/ensure-docker.sh` (installs and starts dockerd)"
-        else:
-            cli = " ".join(where.cli_args) if where.from_context else f"-H {where.base_url}"
-            hint = f"is the engine at {where.base_url} running and reachable? `docker {cli} info`"
-        raise EngineError(f"cannot reach the Docker engine {where.name}: {_explain(err)}", hint, str(err)) from None
+        raise EngineError(
+            f"cannot reach the Docker engine {where.name}: {_explain(err)}", unreachable_hint(where), str(err)
+        ) from None
     return client
+
+
+def unreachable_hint(where: Endpoint) -> str:
+    if where.name == LOCAL and not where.remote:
+        return "start it with `bash scripts/ensure-docker.sh` (installs and starts dockerd)"
+    cli = " ".join(where.cli_args) if where.from_context else f"-H {where.base_url}"
+    return f"is the engine at {where.base_url} running and reachable? `docker {cli} info`"
 
 
 def parse_docker_time(text: str) -> float | None:
@@ -231,15 +250,37 @@ def parse_docker_time(text: str) -> float | None:
     return stamp + float("0." + match.group(2)) if match.group(2) else stamp
 
 
-def _info(container: Container) -> ContainerInfo:
-    labels = container.labels
-    state = container.attrs.get("State", {})
+Attrs = dict[str, Any]  # a container as `docker inspect` shows it (or the part a listing gives)
+
+
+def labels_of(attrs: Attrs) -> dict[str, str]:
+    return dict((attrs.get("Config") or {}).get("Labels") or {})
+
+
+def name_of(attrs: Attrs) -> str:
+    return str(attrs.get("Name", "")).lstrip("/")
+
+
+def from_listing(summary: Attrs) -> Attrs:
+    """A `docker ps` entry in `docker inspect`'s shape, as far as it goes (no pid, no start time)."""
+    names = summary.get("Names") or [""]
+    return {
+        "Id": summary["Id"],
+        "Name": names[0],
+        "Config": {"Labels": summary.get("Labels") or {}},
+        "State": {"Status": summary.get("State", "")},
+    }
+
+
+def _info(attrs: Attrs) -> ContainerInfo:
+    labels = labels_of(attrs)
+    state = attrs.get("State") or {}
     return ContainerInfo(
         key=labels.get(LABEL_NODE, ""),
-        name=container.name,
+        name=name_of(attrs),
         lab=labels.get(LABEL_LAB, ""),
         role=labels.get(LABEL_ROLE, ""),
-        state=container.status,
+        state=str(state.get("Status", "")),
         started=parse_docker_time(state.get("StartedAt", "")),
         spec_hash=labels.get(LABEL_SPEC, ""),
         pid=int(state.get("Pid") or 0),
@@ -257,9 +298,10 @@ class Engine:
     an unknown context raises EngineError at once.
     """
 
-    def __init__(self, context: str | None = None, client: docker.DockerClient | None = None):
-        self.endpoint = resolve_endpoint(context) if client is None else Endpoint(context or LOCAL, client.api.base_url)
-        self._client = client
+    def __init__(self, context: str | None = None):
+        self.endpoint = resolve_endpoint(context)
+        self._client: docker.DockerClient | None = None
+        self._api: DockerHTTP | None = None
         self._host: HostExec | None = None
         self._host_lock = threading.Lock()  # threads ask for it at once: one helper, not one each
 
@@ -294,7 +336,16 @@ class Engine:
         return "this host" if self.name == LOCAL else f"engine {self.name}"
 
     @property
+    def api(self) -> DockerHTTP:
+        """The engine's API for everyday calls (engine/dockerhttp.py)."""
+        if self._api is None:
+            where = self.endpoint
+            self._api = DockerHTTP(where.base_url, where.tls, TIMEOUT, where.name, unreachable_hint(where))
+        return self._api
+
+    @property
     def client(self) -> docker.DockerClient:
+        """The Docker SDK's client: building images, the helper container."""
         if self._client is None:
             self._client = connect(self.endpoint)
         return self._client
@@ -302,9 +353,25 @@ class Engine:
     def lab(self, name: str) -> LabHandle:
         return LabHandle(self, name)
 
-    def _list(self, label: str, all: bool = True) -> list[Container]:
+    def _list(self, label: str, all: bool = True, inspect: bool = True) -> list[Attrs]:
+        """The containers with `label`; inspected (in parallel) for their pids and start times
+        unless `inspect` is False. One removed meanwhile is left out."""
         with docker_errors(f"cannot list the lab containers on engine {self.name}"):
-            return list(self.client.containers.list(all=all, filters={"label": label}))
+            found = [from_listing(summary) for summary in self.api.containers(label, all)]
+        if not inspect:
+            return found
+
+        def one(index: str) -> Attrs | None:
+            try:
+                with docker_errors(f"cannot inspect the lab containers on engine {self.name}"):
+                    return self.api.inspect(found[int(index)]["Id"])
+            except EngineError as err:
+                if err.missing:
+                    return None
+                raise
+
+        inspected = in_threads(one, [str(i) for i in range(len(found))])
+        return [attrs for attrs in inspected.values() if attrs is not None]
 
     def containers(self, lab: str | None = None) -> list[ContainerInfo]:
         """The containers of one lab, or of every lab on this engine."""
@@ -316,13 +383,14 @@ class Engine:
         shows it, read one-shot in parallel). Other workloads on the engine are not counted: the
         figure is for placing labs among engines, not a promise."""
         with docker_errors(f"cannot read the memory of engine {self.name}"):
-            total = int(self.client.info().get("MemTotal") or 0)
-        running = self._list(LABEL_LAB, all=False)
+            total = int(self.api.info().get("MemTotal") or 0)
+        running = self._list(LABEL_LAB, all=False, inspect=False)
 
         def used(index: str) -> int:
             try:
-                stats = running[int(index)].stats(stream=False, one_shot=True)
-            except (docker.errors.DockerException, requests.exceptions.RequestException):
+                with docker_errors("stats"):
+                    stats = self.api.stats(running[int(index)]["Id"])
+            except EngineError:
                 return 0  # gone meanwhile
             return memory_in_use(stats.get("memory_stats") or {})
 
@@ -338,13 +406,18 @@ class Engine:
         return parse_probe(self.host.run(["sh", "-c", PROBE])[1])
 
     def ensure_image(self, progress: Callable[[str], None]) -> str:
+        """The node image's tag, built first (with the Docker SDK) when the engine lacks it."""
         from labbuilder.engine import image  # the image builder is only needed by `up` and `image build`
 
-        return image.ensure_image(self.client, on_progress=progress)
+        tag = image.image_tag()
+        with docker_errors(f"cannot look for the node image on engine {self.name}"):
+            if self.api.image_exists(tag):
+                return tag
+        return image.build_image(self.client, on_progress=progress)
 
     def version(self) -> str:
         with docker_errors(f"cannot read the version of engine {self.name}"):
-            return str(self.client.version().get("Version", ""))
+            return str(self.api.version().get("Version", ""))
 
 
 def memory_in_use(stats: Mapping[str, object]) -> int:
@@ -363,20 +436,21 @@ class LabHandle:
     def __init__(self, engine: Engine, name: str):
         self.engine = engine
         self.name = name
-        self._containers: dict[str, Container] | None = None
+        self._containers: dict[str, Attrs] | None = None
         self._pids: dict[str, int] = {}  # read once per handle: namespace paths need them often
 
     # -- what there is -----------------------------------------------------------------------
-    def _all(self) -> dict[str, Container]:
+    def _all(self) -> dict[str, Attrs]:
         if self._containers is None:
             self.refresh()
         assert self._containers is not None
         return self._containers
 
-    def refresh(self) -> None:
-        """Read the lab's containers from Docker again (after creating, starting or removing)."""
-        found = self.engine._list(f"{LABEL_LAB}={self.name}")
-        self._containers = {c.labels.get(LABEL_NODE, ""): c for c in found}
+    def refresh(self, inspect: bool = True) -> None:
+        """Read the lab's containers from Docker again (after creating, starting or removing);
+        without `inspect`, only what a listing says (enough to remove them)."""
+        found = self.engine._list(f"{LABEL_LAB}={self.name}", inspect=inspect)
+        self._containers = {labels_of(attrs).get(LABEL_NODE, ""): attrs for attrs in found}
         # The listing inspects every container already: keep the pids it read.
         self._pids = {key: info.pid for key, info in self.containers.items() if info.running and info.pid}
 
@@ -402,7 +476,7 @@ class LabHandle:
                 hint=f"`labbuilder reset {self.name}` brings it back",
             )
 
-    def _container(self, key: str) -> Container:
+    def _container(self, key: str) -> Attrs:
         try:
             return self._all()[key]
         except KeyError:
@@ -412,29 +486,33 @@ class LabHandle:
 
     # -- making and removing -----------------------------------------------------------------
     def create(self, spec: ContainerSpec, labels: dict[str, str], image: str) -> None:
-        """A sealed node: no network, explicit capabilities, never privileged."""
+        """A sealed node: no network, explicit capabilities, never privileged (`docker run -d`)."""
+        config = {
+            "Image": image,
+            "Cmd": [AGENT],  # the node's main process: starts what labbuilder hands it (kubelet.through_agent)
+            "Hostname": spec.hostname,
+            "Labels": labels,
+            "StopSignal": "SIGKILL",
+            "HostConfig": {
+                "NetworkMode": "none",
+                "CapAdd": list(spec.caps),
+                "Sysctls": dict(spec.sysctls),
+                "Init": True,
+            },
+        }
         hint = f"`docker ps -a --filter name={spec.name}` shows what holds the name"
         with docker_errors(f"lab {self.name}: cannot create container {spec.name}", hint):
-            container = self.engine.client.containers.run(
-                image,
-                ["sleep", "infinity"],
-                name=spec.name,
-                hostname=spec.hostname,
-                labels=labels,
-                network_mode="none",
-                cap_add=list(spec.caps),
-                sysctls=spec.sysctls,
-                init=True,
-                detach=True,
-                stop_signal="SIGKILL",
-            )
-        self._all()[spec.key] = container
+            ident = self.engine.api.create(spec.name, config)
+            # Known from here on, so that a failed `up` removes it too.
+            self._all()[spec.key] = {"Id": ident, "Name": spec.name, "Config": {"Labels": labels}, "State": {}}
+            self.engine.api.start(ident)
+            self._all()[spec.key] = self.engine.api.inspect(ident)
 
     def start(self, key: str) -> None:
         container = self._container(key)
-        with docker_errors(f"lab {self.name}: cannot start {container.name}"):
-            container.start()
-            container.reload()
+        with docker_errors(f"lab {self.name}: cannot start {name_of(container)}"):
+            self.engine.api.start(container["Id"])
+            self._all()[key] = self.engine.api.inspect(container["Id"])
         self._pids.pop(key, None)
 
     def remove(self, keys: Sequence[str] | None = None) -> list[str]:
@@ -444,14 +522,13 @@ class LabHandle:
         def one(key: str) -> str:
             container = doomed[key]
             try:
-                container.remove(force=True)
-            except docker.errors.NotFound:
-                pass  # already gone: another command removed it
-            except docker.errors.APIError as err:
-                if getattr(err, "status_code", None) != 409:  # 409: removal already in progress
-                    with docker_errors(f"lab {self.name}: cannot remove {container.name}"):
-                        raise
-            return str(container.name)
+                with docker_errors(f"lab {self.name}: cannot remove {name_of(container)}"):
+                    self.engine.api.remove(container["Id"])
+            except EngineError as err:
+                # gone already (another command removed it), or its removal is in progress (409)
+                if not (err.missing or err.status == 409):
+                    raise
+            return name_of(container)
 
         with churn("remove", self.engine.name):
             removed = in_threads(one, list(doomed))
@@ -465,12 +542,12 @@ class LabHandle:
         if key in self._pids:
             return self._pids[key]
         container = self._container(key)
-        with docker_errors(f"lab {self.name}: cannot inspect {container.name}"):
-            container.reload()
-        pid = int(container.attrs["State"]["Pid"] or 0)
+        with docker_errors(f"lab {self.name}: cannot inspect {name_of(container)}"):
+            container = self._all()[key] = self.engine.api.inspect(container["Id"])
+        pid = int(container["State"]["Pid"] or 0)
         if not pid:
             raise LabError(
-                f"lab {self.name}: container {container.name} is not running",
+                f"lab {self.name}: container {name_of(container)} is not running",
                 hint=f"`labbuilder reset {self.name}` starts it again",
             )
         self._pids[key] = pid
@@ -490,10 +567,9 @@ class LabHandle:
         ns = Ns(ns) if isinstance(ns, str) else ns
         container = self._container(ns.container)
         full = ["ip", "netns", "exec", ns.netns, *argv] if ns.netns else list(argv)
-        with docker_errors(f"lab {self.name}: cannot run a command in {container.name}"):
-            code, output = container.exec_run(full)
-        text = output.decode(errors="replace") if isinstance(output, bytes) else ""
-        return ExecResult(code or 0, text)
+        with docker_errors(f"lab {self.name}: cannot run a command in {name_of(container)}"):
+            code, output = self.engine.api.exec_run(container["Id"], full)
+        return ExecResult(code, output.decode(errors="replace"))
 
     def enter(
         self, ns: Ns | str, argv: Sequence[str], stdin: bytes | None = None, host_tools: bool = False
@@ -513,7 +589,7 @@ class LabHandle:
                 ["nsenter", "-t", str(self.pid(ns.container)), *spaces, "--", *full], stdin
             )
         except LabError as err:
-            raise LabError(f"lab {self.name}: cannot enter {self._container(ns.container).name}: {err}") from None
+            raise LabError(f"lab {self.name}: cannot enter {name_of(self._container(ns.container))}: {err}") from None
         return ExecResult(code, output)
 
     def netlink(self, steps: Sequence[Step]) -> list[str]:
@@ -534,17 +610,15 @@ class LabHandle:
         ns = Ns(ns) if isinstance(ns, str) else ns
         result = self.enter(ns, argv, stdin, host_tools) if entered else self.exec(ns, argv)
         if result.code != 0:
-            where = self._container(ns.container).name + (f" ({ns.netns})" if ns.netns else "")
+            where = name_of(self._container(ns.container)) + (f" ({ns.netns})" if ns.netns else "")
             raise LabError(f"{where}: `{' '.join(argv)}` failed ({result.code}): {result.output.strip()}")
         return result.output
 
     def put_files(self, key: str, files: dict[str, str]) -> None:
         """Write files (path → text) in one tar archive extracted at /, parent folders included."""
         container = self._container(key)
-        with docker_errors(f"lab {self.name}: cannot write files into {container.name}"):
-            ok = container.put_archive("/", tar_of(files))
-        if not ok:
-            raise LabError(f"{container.name}: could not write {', '.join(files)}")
+        with docker_errors(f"lab {self.name}: cannot write files into {name_of(container)}"):
+            self.engine.api.put_archive(container["Id"], "/", tar_of(files))
 
     def read_spec(self) -> str:
         """The spec copy the router keeps (SPEC_COPY); LabError when the lab or the copy is missing."""

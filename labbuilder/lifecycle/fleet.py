@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from labbuilder.compile.plan import LABEL_FLEET, compile_plan
+from labbuilder.compile.labels import LABEL_FLEET
+from labbuilder.compile.plan import compile_plan
 from labbuilder.engine.kernel import host_kernel
 from labbuilder.engine.runtime import ContainerInfo, Engine
 from labbuilder.errors import LabError

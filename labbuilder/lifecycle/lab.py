@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from labbuilder.engine.runtime import ContainerInfo, Engine
 from labbuilder.lifecycle.lock import lab_lock
-from labbuilder.spec.model import ROUTER
+from labbuilder.spec.keys import ROUTER
 
 Progress = Callable[[str], None]
 
@@ -21,7 +21,9 @@ def _quiet(_: str) -> None:
 def down(name: str, engine: Engine | None = None, progress: Progress = _quiet) -> list[str]:
     """Remove everything the lab owns, found by its label; works after a crash and without the file."""
     with lab_lock(name, "down", progress=progress):
-        return (engine or Engine()).lab(name).remove()
+        handle = (engine or Engine()).lab(name)
+        handle.refresh(inspect=False)  # their ids are all it takes
+        return handle.remove()
 
 
 def status(name: str | None = None, engine: Engine | None = None) -> dict[str, list[ContainerInfo]]:

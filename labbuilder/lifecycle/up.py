@@ -10,9 +10,10 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from labbuilder.compile.labels import LABEL_FLEET
 from labbuilder.compile.ops import ROUTER
 from labbuilder.compile.paths import SPEC_COPY
-from labbuilder.compile.plan import LABEL_FLEET, Plan, compile_plan
+from labbuilder.compile.plan import Plan, compile_plan
 from labbuilder.engine.apply import Applier
 from labbuilder.engine.runtime import Engine, LabHandle, churn, in_threads
 from labbuilder.errors import LabError

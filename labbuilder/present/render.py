@@ -35,7 +35,7 @@ def docker_run(plan: Plan, spec: ContainerSpec) -> str:
         " ".join(f"--label {shlex.quote(f'{k}={v}')}" for k, v in labels.items()),
         "--network none " + " ".join(f"--cap-add {cap}" for cap in spec.caps),
         " ".join(f"--sysctl {k}={v}" for k, v in spec.sysctls.items()),
-        '--init --stop-signal SIGKILL "$IMAGE" sleep infinity',
+        '--init --stop-signal SIGKILL "$IMAGE" labbuilder-agent',
     ]
     return " \\\n    ".join(line for line in lines if line)
 

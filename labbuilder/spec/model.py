@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Literal
 
-ROUTER = "router"  # the key of the lab's router: in the plan, in references, in container labels
+from labbuilder.spec.keys import ROUTER
+
+__all__ = ["ROUTER"]  # re-exported: the model's users name the router from here
 
 Role = Literal["controller", "worker"]
 Protocol = Literal["TCP", "UDP", "SCTP"]

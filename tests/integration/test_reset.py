@@ -101,6 +101,39 @@ def test_reset_restores_the_freshly_built_state(lab):
     assert "pod=" in pod_exec(f"{lab}-worker-0", pod0.netns, "curl", "-s", "-m", "3", f"http://{target.ip}/")
 
 
+def confinement(container: str, pid: str) -> tuple[str, str, str, str]:
+    """What `docker exec` would have given a process: (parent pid, cgroup, CapEff, Seccomp)."""
+    status = dict(
+        line.split(":", 1) for line in dexec(container, "cat", f"/proc/{pid}/status").splitlines() if ":" in line
+    )
+    cgroup = dexec(container, "cat", f"/proc/{pid}/cgroup")
+    return status["PPid"].strip(), cgroup, status["CapEff"].strip(), status["Seccomp"].strip()
+
+
+def test_the_agent_starts_processes_confined_as_the_node(lab):
+    """Each node's main process is labbuilder-agent; what it starts (at up, and again at reset)
+    lives in the node's cgroup with the node's capabilities and seccomp filter, an orphan of the
+    node's init — and a node without an agent still gets its processes, by `docker exec`."""
+    for node in ("worker-0", "worker-2"):
+        container = f"{lab}-{node}"
+        assert "labbuilder-agent" in dexec(container, "cat", "/proc/1/cmdline")
+        _, cgroup, caps, seccomp = confinement(container, "1")
+        assert seccomp == "2"  # Docker's default profile, filtering
+        pid = dexec(container, "cat", f"/run/labbuilder/pids/{node}.podserver.pid").strip()
+        assert confinement(container, pid) == ("1", cgroup, caps, seccomp)
+    # no agent (as in a container of an older labbuilder): the fifo gone, the podserver killed
+    w2 = f"{lab}-worker-2"
+    dexec(w2, "rm", "/run/labbuilder/agent/in")
+    dexec(w2, "kill", dexec(w2, "cat", "/run/labbuilder/pids/worker-2.podserver.pid").strip())
+    assert "worker-2: process worker-2.podserver restarted" in labbuilder("reset", lab).stdout
+    pid = dexec(w2, "cat", "/run/labbuilder/pids/worker-2.podserver.pid").strip()
+    assert confinement(w2, pid)[1:] == confinement(w2, "1")[1:]
+    pod = KTHW.node("worker-2").pods[0]
+    assert "pod=" in pod_exec(
+        f"{lab}-worker-0", KTHW.node("worker-0").pods[0].netns, "curl", "-s", "-m", "3", f"http://{pod.ip}/"
+    )
+
+
 def test_reset_of_an_intact_lab_changes_nothing(lab):
     before = dump(lab)
     result = labbuilder("reset", lab)

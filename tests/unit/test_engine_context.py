@@ -64,9 +64,9 @@ def test_a_context_with_tls_carries_the_context_s_certificates_verified(config):
     tls = endpoint.tls
     assert tls is not None
     folder = config / "contexts" / "tls" / hashlib.sha256(b"second").hexdigest() / "docker"
-    assert tls.ca_cert == str(folder / "ca.pem")  # type: ignore[attr-defined]
-    assert tls.cert == (str(folder / "cert.pem"), str(folder / "key.pem"))  # type: ignore[attr-defined]
-    assert tls.verify is True  # type: ignore[attr-defined]
+    assert tls.ca == str(folder / "ca.pem")
+    assert (tls.cert, tls.key) == (str(folder / "cert.pem"), str(folder / "key.pem"))
+    assert tls.verify is True
     assert resolve_endpoint("plain", env(config)).tls is None
     # `labbuilder exec` hands over to the docker CLI: it must reach the same engine
     assert endpoint.cli_args == ["--context", "second"]
@@ -83,7 +83,8 @@ def test_docker_host_with_tls_as_docker_reads_it(config):
         None, env(config, DOCKER_HOST="tcp://10.1.1.1:2376", DOCKER_TLS_VERIFY="1", DOCKER_CERT_PATH=str(certs))
     )
     assert (chosen.name, chosen.remote, chosen.from_context) == ("tcp://10.1.1.1:2376", True, False)
-    assert chosen.tls.ca_cert == str(certs / "ca.pem") and chosen.tls.verify is True  # type: ignore[attr-defined]
+    assert chosen.tls is not None
+    assert chosen.tls.ca == str(certs / "ca.pem") and chosen.tls.verify is True
     assert resolve_endpoint(None, env(config, DOCKER_HOST="tcp://10.1.1.1:2375")).tls is None
 
 

@@ -44,6 +44,7 @@ def test_tag_is_deterministic_and_shaped() -> None:
     fresh = image.Recipe(
         packages=image.parse_packages((image.template_dir() / "packages.txt").read_text()),
         podserver=PODSERVER.read_text(),
+        agent=(image.template_dir() / "agent.sh").read_text(),
         dockerfile=(image.template_dir() / "Dockerfile").read_text(),
     )
     assert fresh.tag() == tag
@@ -56,6 +57,7 @@ def test_tag_changes_when_the_recipe_changes() -> None:
         recipe,
         dataclasses.replace(recipe, packages=(*recipe.packages, "vim-tiny")),
         dataclasses.replace(recipe, podserver=recipe.podserver + "\n# changed\n"),
+        dataclasses.replace(recipe, agent=recipe.agent + "\n# changed\n"),
         dataclasses.replace(recipe, dockerfile=recipe.dockerfile + "\n# changed\n"),
         dataclasses.replace(recipe, version=recipe.version + ".1"),
         dataclasses.replace(recipe, suite="trixie"),
@@ -79,6 +81,7 @@ def test_dockerfile_uses_the_same_recipe_files() -> None:
     text = (image.template_dir() / "Dockerfile").read_text()
     assert "FROM debian:bookworm-slim" in text
     assert "packages.txt" in text and "podserver.py /usr/local/bin/podserver" in text
+    assert "agent.sh /usr/local/bin/labbuilder-agent" in text
     assert "/pause" in text and 'CMD ["/pause", "infinity"]' in text
     assert "labbuilder.image=node" in text
 
@@ -86,11 +89,12 @@ def test_dockerfile_uses_the_same_recipe_files() -> None:
 def test_mmdebstrap_command(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LABBUILDER_DEBIAN_MIRROR", raising=False)
     recipe = image.load_recipe()
-    cmd = image.mmdebstrap_command(recipe, "/t/rootfs.tar", "/t/podserver.py")
+    cmd = image.mmdebstrap_command(recipe, "/t/rootfs.tar", "/t")
     assert cmd[0] == "mmdebstrap" and "--variant=minbase" in cmd
     include = next(a for a in cmd if a.startswith("--include="))
     assert set(include.removeprefix("--include=").split(",")) == set(recipe.packages)
     assert "--customize-hook=upload /t/podserver.py /usr/local/bin/podserver" in cmd
+    assert "--customize-hook=upload /t/agent.sh /usr/local/bin/labbuilder-agent" in cmd
     assert any('"$1/pause"' in a and "sleep" in a for a in cmd)
     assert cmd[-2:] == ["bookworm", "/t/rootfs.tar"]
     monkeypatch.setenv("LABBUILDER_DEBIAN_MIRROR", "http://mirror.example/debian")
