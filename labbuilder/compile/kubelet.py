@@ -245,6 +245,7 @@ def started(output: str) -> list[str]:
 
 NO_AGENT = 125  # what `through_agent` exits with when the node runs no agent (see `through_agent`)
 AGENT_WAIT = 6000  # polls of 10 ms: a minute for a job, then give up loudly
+AGENT_START = 500  # polls of 10 ms: five seconds for a starting agent to make its fifo
 
 
 def through_agent(script: str) -> str:
@@ -257,13 +258,29 @@ def through_agent(script: str) -> str:
     milliseconds instead of a `docker exec` round trip (≈60 ms alone, ≈250 ms when seven nodes ask
     at once). Exits NO_AGENT when the node runs none: a container of an older labbuilder, or one a
     render script made — callers then use `docker exec`."""
+    return agent_submit(script) + "\n" + agent_collect()
+
+
+def agent_submit(script: str) -> str:
+    """The first half of `through_agent`: hand the job over (it runs meanwhile). A node whose
+    init runs the agent gets a moment to make its fifo (a node just started is asked at once)."""
     d = shlex.quote(AGENT_DIR)
     return "\n".join(
         [
-            f'[ -p {d}/in ] || {{ echo "no {AGENT} runs in this node" >&2; exit {NO_AGENT}; }}',
+            f'grep -qF {AGENT} /proc/1/cmdline || {{ echo "no {AGENT} runs in this node" >&2; exit {NO_AGENT}; }}',
+            f'n=0; until [ -p {d}/in ]; do n=$((n+1)); [ $n -lt {AGENT_START} ] || '
+            f'{{ echo "{AGENT} made no {d}/in in 5 s" >&2; exit 124; }}; sleep 0.01; done',
             f'job={d}/job.$$; cp {shlex.quote(script)} "$job.sh"; echo "$job" > {d}/in',
+        ]
+    )
+
+
+def agent_collect() -> str:
+    """The second half: wait for the job, print its output, stop here if it failed."""
+    return "\n".join(
+        [
             f'n=0; until [ -e "$job.rc" ]; do n=$((n+1)); [ $n -lt {AGENT_WAIT} ] || '
             f'{{ echo "{AGENT} did not finish $job in a minute" >&2; exit 124; }}; sleep 0.01; done',
-            'cat "$job.out"; rc=$(cat "$job.rc"); rm -f "$job.sh" "$job.out" "$job.rc"; exit "$rc"',
+            'cat "$job.out"; read -r rc < "$job.rc"; rm -f "$job.sh" "$job.out" "$job.rc"; [ "$rc" = 0 ] || exit "$rc"',
         ]
     )

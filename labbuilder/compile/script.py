@@ -15,7 +15,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-from labbuilder.compile.kubelet import through_agent
+from labbuilder.compile.kubelet import agent_collect, agent_submit
 from labbuilder.compile.ops import AddNetns, Command, Op, Phase, by_phase
 from labbuilder.compile.paths import IPSETS_FILE, NFT_FILE, RULES_FILE, START_SCRIPT
 
@@ -42,8 +42,9 @@ def build_script(
 ) -> str:
     """The commands for container `key`'s own operations (those made from another container's
     side, the uplink veths, are not in it); at the end, as flagged: restore IPSETS_FILE, then
-    RULES_FILE, then load NFT_FILE (kube-proxy's table, one transaction), then hand START_SCRIPT
-    (the node's processes) to the node's agent."""
+    RULES_FILE, then load NFT_FILE (kube-proxy's table, one transaction). With `start`, START_SCRIPT
+    (the node's processes) goes to the node's agent right after the pod namespaces exist, and the
+    script ends when the agent has run it."""
     phases = by_phase(op for op in ops if op.ns.container == key)
     lines = ["set -e"]
     lines += [
@@ -51,6 +52,11 @@ def build_script(
         for op in phases[Phase.NETNS]
         if isinstance(op, AddNetns) and op.ns.netns
     ]
+    if start:
+        # The processes start now, and come up while the links, routes and rules are made: they
+        # bind their pods' wildcard addresses, which need only the namespaces (`up` returns once
+        # all of it is done and every socket listens).
+        lines.append(agent_submit(START_SCRIPT))
     for phase in (Phase.LINKS, Phase.ROUTES):
         commands = [op for op in phases[phase] if isinstance(op, Command)]
         lines += [_batch(tool, netns, group) for tool, netns, group in batches(commands)]
@@ -61,5 +67,5 @@ def build_script(
     if nft:
         lines.append(f"nft -f {NFT_FILE}")
     if start:
-        lines.append(through_agent(START_SCRIPT))
+        lines.append(agent_collect())
     return "\n".join(lines) + "\n"

@@ -16,7 +16,8 @@ from labbuilder.compile.paths import pidfile
 from labbuilder.compile.plan import Plan
 from labbuilder.engine.runtime import LabHandle, in_threads
 
-TRIES = 200  # times 50 ms: at most 10 s per socket, then give up quietly (check will tell)
+POLL = 0.01  # seconds between looks: a podserver is ready within tens of milliseconds
+TRIES = 1000  # times POLL: at most 10 s per socket, then give up quietly (check will tell)
 
 
 def listeners(plan: Plan, key: str) -> list[tuple[str | None, str, int]]:
@@ -49,13 +50,17 @@ def wait_script(wanted: Sequence[tuple[str | None, str, int]], server: str | Non
     podserver's ready file holds the pid its pidfile holds (a stale one from a restart does not)."""
     lines = []
     if server:
-        ready = f'[ "$(cat {shlex.quote(ready_file(server))})" = "$(cat {shlex.quote(pidfile(server))})" ]'
-        lines.append(f"n=0; until {ready}; do n=$((n+1)); [ $n -ge {TRIES} ] && break; sleep 0.05; done")
+        # `read`, not `$(cat ...)`: a look costs no process
+        ready = (
+            f"{{ read -r a < {shlex.quote(ready_file(server))} && read -r b < {shlex.quote(pidfile(server))} "
+            '&& [ "$a" = "$b" ]; }'
+        )
+        lines.append(f"n=0; until {ready}; do n=$((n+1)); [ $n -ge {TRIES} ] && break; sleep {POLL}; done")
     for netns, proto, port in wanted:
         where = f"nsenter --net=/run/netns/{shlex.quote(netns)} " if netns else ""
         flag = "-t" if proto == "tcp" else "-u"
         probe = f"{where}ss -Hln {flag} 'sport = :{port}' | grep -q ."
-        lines.append(f"n=0; until {probe}; do n=$((n+1)); [ $n -ge {TRIES} ] && break; sleep 0.05; done")
+        lines.append(f"n=0; until {probe}; do n=$((n+1)); [ $n -ge {TRIES} ] && break; sleep {POLL}; done")
     return "\n".join(["exec 2>/dev/null", *lines, "true"])
 
 

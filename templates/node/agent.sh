@@ -4,8 +4,9 @@
 # runs it as its own child, so what the job starts lives in the node's cgroup, with the node's
 # capabilities, seccomp and AppArmor profile, as `docker exec` would give it, but without a
 # `docker exec` round trip. Output goes to JOB.out, then the exit status to JOB.rc (the caller
-# polls for it: a caller that died never blocks the agent).
-DIR=/run/labbuilder/agent
+# polls for it: a caller that died never blocks the agent). The fifo lives in the node's /dev/shm,
+# a tmpfs Docker makes anew at every start: it exists exactly while this agent runs.
+DIR=/dev/shm/labbuilder-agent
 mkdir -p "$DIR"
 rm -f "$DIR/in"
 mkfifo -m 0600 "$DIR/in"

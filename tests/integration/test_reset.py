@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import docker
 import pytest
 
 from labbuilder.spec.lab_file import resolve_file
@@ -110,6 +111,26 @@ def confinement(container: str, pid: str) -> tuple[str, str, str, str]:
     return status["PPid"].strip(), cgroup, status["CapEff"].strip(), status["Seccomp"].strip()
 
 
+def as_an_older_labbuilder_made_it(container: str) -> None:
+    """The same container made again with `sleep infinity` as its main process (no agent)."""
+    client = docker.from_env()
+    attrs = client.containers.get(container).attrs
+    client.containers.get(container).remove(force=True)
+    client.containers.run(
+        attrs["Config"]["Image"],
+        ["sleep", "infinity"],
+        name=container,
+        hostname=attrs["Config"]["Hostname"],
+        labels=attrs["Config"]["Labels"],
+        network_mode="none",
+        cap_add=attrs["HostConfig"]["CapAdd"],
+        sysctls=attrs["HostConfig"]["Sysctls"],
+        init=True,
+        detach=True,
+        stop_signal="SIGKILL",
+    )
+
+
 def test_the_agent_starts_processes_confined_as_the_node(lab):
     """Each node's main process is labbuilder-agent; what it starts (at up, and again at reset)
     lives in the node's cgroup with the node's capabilities and seccomp filter, an orphan of the
@@ -121,10 +142,10 @@ def test_the_agent_starts_processes_confined_as_the_node(lab):
         assert seccomp == "2"  # Docker's default profile, filtering
         pid = dexec(container, "cat", f"/run/labbuilder/pids/{node}.podserver.pid").strip()
         assert confinement(container, pid) == ("1", cgroup, caps, seccomp)
-    # no agent (as in a container of an older labbuilder): the fifo gone, the podserver killed
+    # A node without an agent, as an older labbuilder made it (`sleep infinity`): reset converges
+    # it, and its processes are started by `docker exec` instead.
     w2 = f"{lab}-worker-2"
-    dexec(w2, "rm", "/run/labbuilder/agent/in")
-    dexec(w2, "kill", dexec(w2, "cat", "/run/labbuilder/pids/worker-2.podserver.pid").strip())
+    as_an_older_labbuilder_made_it(w2)
     assert "worker-2: process worker-2.podserver restarted" in labbuilder("reset", lab).stdout
     pid = dexec(w2, "cat", "/run/labbuilder/pids/worker-2.podserver.pid").strip()
     assert confinement(w2, pid)[1:] == confinement(w2, "1")[1:]

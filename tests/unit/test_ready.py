@@ -25,6 +25,6 @@ def test_the_wait_polls_each_socket_in_its_namespace_and_gives_up_quietly():
     assert "nsenter --net=/run/netns/cni-1 ss -Hln -u 'sport = :53' | grep -q ." in script
     assert "until ss -Hln -t 'sport = :6443' | grep -q .;" in script
     pids = "/run/labbuilder/pids/worker-0.podserver"
-    ready = f'[ "$(cat {pids}.ready)" = "$(cat {pids}.pid)" ]'
+    ready = f'{{ read -r a < {pids}.ready && read -r b < {pids}.pid && [ "$a" = "$b" ]; }}'
     assert f"until {ready};" in script
     assert script.rstrip().endswith("true")  # a server that never comes is for `check` to report
