@@ -215,9 +215,11 @@ STARTED = "started "  # what the start script prints for each process it had to 
 # /proc/PID/stat): after a container restart, pids are handed out again from 1, and a stale
 # pidfile must not mistake someone else's process for ours.
 ALIVE_SH = (
-    'started_at() { s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; s=${s##*) }; set -- $s; echo "${20}"; }\n'
-    'alive() { p=$(cat "$1" 2>/dev/null) || return 1; t=$(started_at "$p") || return 1; '
-    '[ ! -f "${1%.pid}.start" ] || [ "$(cat "${1%.pid}.start")" = "$t" ]; }'
+    # `read`, not `$(cat ...)`: a thousand pods' processes are looked at without a process each
+    'start_time() { read -r s 2>/dev/null <"/proc/$1/stat" || return 1; s=${s##*) }; set -- $s; T=${20}; }\n'
+    'started_at() { start_time "$1" && echo "$T"; }\n'
+    'alive() { read -r p 2>/dev/null <"$1" || return 1; start_time "$p" || return 1; '
+    '[ ! -f "${1%.pid}.start" ] || { read -r w <"${1%.pid}.start" && [ "$w" = "$T" ]; }; }'
 )
 
 
@@ -268,7 +270,7 @@ def agent_submit(script: str) -> str:
     return "\n".join(
         [
             f'grep -qF {AGENT} /proc/1/cmdline || {{ echo "no {AGENT} runs in this node" >&2; exit {NO_AGENT}; }}',
-            f'n=0; until [ -p {d}/in ]; do n=$((n+1)); [ $n -lt {AGENT_START} ] || '
+            f"n=0; until [ -p {d}/in ]; do n=$((n+1)); [ $n -lt {AGENT_START} ] || "
             f'{{ echo "{AGENT} made no {d}/in in 5 s" >&2; exit 124; }}; sleep 0.01; done',
             f'job={d}/job.$$; cp {shlex.quote(script)} "$job.sh"; echo "$job" > {d}/in',
         ]
