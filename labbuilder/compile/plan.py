@@ -26,6 +26,11 @@ _NODE_SYSCTLS = {
     "net.ipv4.ip_forward": "1",
     "net.ipv4.conf.all.rp_filter": "0",
     "net.ipv4.conf.default.rp_filter": "0",
+    # IPv6 off, as Docker's `--network none` sandbox has it (nodes start with networking disabled:
+    # engine/runtime.LabHandle.create)
+    "net.ipv6.conf.all.disable_ipv6": "1",
+    "net.ipv6.conf.default.disable_ipv6": "1",
+    "net.ipv6.conf.lo.disable_ipv6": "1",
 }
 
 

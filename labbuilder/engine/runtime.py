@@ -493,6 +493,10 @@ class LabHandle:
             "Hostname": spec.hostname,
             "Labels": labels,
             "StopSignal": "SIGKILL",
+            # No libnetwork sandbox at all: the container gets a new network namespace holding only
+            # `lo`, as `--network none` gives, without the sandbox's setup and its prestart hook
+            # (dockerd re-executed per container): ≈0.15 s of CPU per container start, measured.
+            "NetworkDisabled": True,
             "HostConfig": {
                 "NetworkMode": "none",
                 "CapAdd": list(spec.caps),
