@@ -247,9 +247,6 @@ class DockerHTTP:
         """Kill and remove (`docker rm -f`)."""
         self.request("DELETE", f"/containers/{container}", {"force": "1"})
 
-    def put_archive(self, container: str, path: str, tar: bytes) -> None:
-        self.request("PUT", f"/containers/{container}/archive", {"path": path}, tar, "application/x-tar")
-
     def stats(self, container: str) -> dict[str, Any]:
         return dict(self.json("GET", f"/containers/{container}/stats", {"stream": "0", "one-shot": "1"}))
 
