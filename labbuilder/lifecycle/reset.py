@@ -78,7 +78,9 @@ def repair(handle: LabHandle, plan: Plan, differences: list[Difference]) -> None
         if d.change == "added" and d.kind != "nftables":  # a table's strays go with the table's reload
             _remove(handle, d)
     desired = desired_state(plan)  # once for every container's restore
-    if ROUTER in by_key:  # its bridge holds the other ends of the nodes' uplinks: first, as in `up`
+    # The router's bridge holds the other ends of the nodes' uplinks: when its links are what
+    # was lost, it is mended first, as in `up`; routes or rules alone mend beside the nodes'.
+    if ROUTER in by_key and {d.kind for d in by_key[ROUTER]} & {"link", "address", "netns", "link-local"}:
         _restore(handle, plan, desired, ROUTER, by_key.pop(ROUTER))
     in_threads(lambda key: _restore(handle, plan, desired, key, by_key[key]), list(by_key))
     restarted = [key for key, found in by_key.items() if {d.kind for d in found} & {"process", "netns"}]
