@@ -9,8 +9,6 @@ new container brings none of the links other containers made into it.
 
 from __future__ import annotations
 
-import importlib
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,10 +47,6 @@ class ResetResult:
 
 def reset(handle: LabHandle, plan: Plan, dry_run: bool = False, progress: Progress = _quiet) -> ResetResult:
     """Bring the lab of `handle` back to `plan`; with dry_run, only say what would be repaired."""
-    if not dry_run and not handle.engine.remote:
-        # pyroute2 takes 0.15 s to import, and most repairs need it: imported meanwhile, while
-        # this thread mostly waits for the containers to be read.
-        threading.Thread(target=importlib.import_module, args=("pyroute2",), daemon=True).start()
     found: list[Difference] = []
     for rounds in (1, 2):
         differences = diff(plan, observe(handle, plan))
