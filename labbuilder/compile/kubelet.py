@@ -261,8 +261,8 @@ def through_agent(script: str) -> str:
     what it starts lives in the node's cgroup with the node's capabilities and seccomp profile, as
     `docker exec` would start it, but a short command entered into the node can hand it over in
     milliseconds instead of a `docker exec` round trip (≈60 ms alone, ≈250 ms when seven nodes ask
-    at once). Exits NO_AGENT when the node runs none: a container of an older labbuilder, or one a
-    render script made — callers then use `docker exec`."""
+    at once). Exits NO_AGENT when the node runs none (a container of an older labbuilder): callers
+    then use `docker exec`."""
     return agent_submit(script) + "\n" + agent_collect()
 
 

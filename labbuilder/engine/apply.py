@@ -73,8 +73,8 @@ class Applier:
 
     def build(self, key: str, ops: Sequence[Op]) -> None:
         """A container this run created: its own operations in one script, its processes handed
-        to its agent at the end; the links other containers make into it (`uplinks`) must be
-        there already."""
+        to its agent as soon as the pod namespaces exist; the links other containers make into
+        it (`uplinks`) must be there already."""
         phases = by_phase(ops)
         files = {op.path: op.content for op in phases[Phase.FILES] if isinstance(op, WriteFile)}
         sets, rules, nft = rule_files(phases)
@@ -136,7 +136,7 @@ class Applier:
 
         The node's agent starts them (kubelet.through_agent): they live on inside the container's
         cgroup, with its capabilities, as with `docker exec` — which is what a node without an
-        agent (made by an older labbuilder or a render script) gets instead."""
+        agent (made by an older labbuilder) gets instead."""
         if not ops:
             return []
         script = kubelet.start_script(ops)
