@@ -253,6 +253,13 @@ JOB_TIMEOUT = 60  # seconds for a job, then give up loudly
 BACKOFF = "sleep 0.0$(( n < 5 ? 1 : 5 ))"
 
 
+def poll(condition: str, tries: int, each: str = "", give_up: str = "break") -> str:
+    """The shell loop that waits until `condition` holds: `each` runs before every look after the
+    first, `give_up` after `tries` looks, BACKOFF between them."""
+    body = f"{each}; " if each else ""
+    return f"n=0; until {condition}; do {body}n=$((n+1)); [ $n -lt {tries} ] || {give_up}; {BACKOFF}; done"
+
+
 def through_agent(script: str) -> str:
     """The shell that hands the script at path `script` to the node's agent and waits for it,
     printing its output and exiting with its status.
@@ -275,11 +282,12 @@ def agent_submit(script: str) -> str:
     no_agent = f"! grep -qF {AGENT} /proc/1/cmdline && ! grep -qxF 'runc:[2:INIT]' /proc/1/comm"
     return "\n".join(
         [
-            f"n=0; until [ -p {d}/in ]; do",
-            f'  if {no_agent}; then echo "no {AGENT} runs in this node" >&2; exit {NO_AGENT}; fi',
-            f'  n=$((n+1)); [ $n -lt {AGENT_START} ] || {{ echo "{AGENT} made no {d}/in in 5 s" >&2; exit 124; }}',
-            f"  {BACKOFF}",
-            "done",
+            poll(
+                f"[ -p {d}/in ]",
+                AGENT_START,
+                each=f'if {no_agent}; then echo "no {AGENT} runs in this node" >&2; exit {NO_AGENT}; fi',
+                give_up=f'{{ echo "{AGENT} made no {d}/in in 5 s" >&2; exit 124; }}',
+            ),
             f'job={d}/job.$$; rm -f "$job".*; mkfifo "$job.rc"; exec 9<>"$job.rc"',
             f'cp {shlex.quote(script)} "$job.sh"; echo "$job" > {d}/in',
         ]

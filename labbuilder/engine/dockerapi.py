@@ -86,11 +86,7 @@ def sdk_error(what: str, hint: str, err: Exception) -> EngineError | None:
     if requests is not None and isinstance(err, requests.Timeout):
         return EngineError(f"{what}: the Docker engine did not answer within {TIMEOUT} s", SLOW_HINT, str(err))
     if requests is not None and isinstance(err, requests.RequestException):
-        return EngineError(
-            f"{what}: lost the connection to the Docker engine",
-            "is dockerd running? `bash scripts/ensure-docker.sh` starts it",
-            str(err),
-        )
+        return EngineError(f"{what}: lost the connection to the Docker engine", NO_ENGINE_HINT, str(err))
     return None
 
 

@@ -213,9 +213,6 @@ class DockerHTTP:
         return json.loads(data) if data.strip() else None
 
     # -- the calls ----------------------------------------------------------------------------
-    def ping(self) -> None:
-        self.request("GET", "/_ping")
-
     def version(self) -> dict[str, Any]:
         return dict(self.json("GET", "/version"))
 

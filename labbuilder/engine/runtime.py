@@ -388,7 +388,7 @@ class Engine:
 
         def used(index: str) -> int:
             try:
-                with docker_errors("stats"):
+                with docker_errors(f"cannot read the memory of a container on engine {self.name}"):
                     stats = self.api.stats(running[int(index)]["Id"])
             except EngineError:
                 return 0  # gone meanwhile

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Sequence
 
-from labbuilder.compile.kubelet import BACKOFF, pod_containers, podserver_config, podserver_name, ready_file
+from labbuilder.compile.kubelet import pod_containers, podserver_config, podserver_name, poll, ready_file
 from labbuilder.compile.paths import pidfile
 from labbuilder.compile.plan import Plan
 from labbuilder.engine.runtime import LabHandle, in_threads
@@ -55,12 +55,12 @@ def wait_script(wanted: Sequence[tuple[str | None, str, int]], server: str | Non
             f"{{ read -r a < {shlex.quote(ready_file(server))} && read -r b < {shlex.quote(pidfile(server))} "
             '&& [ "$a" = "$b" ]; }'
         )
-        lines.append(f"n=0; until {ready}; do n=$((n+1)); [ $n -ge {TRIES} ] && break; {BACKOFF}; done")
+        lines.append(poll(ready, TRIES))
     for netns, proto, port in wanted:
         where = f"nsenter --net=/run/netns/{shlex.quote(netns)} " if netns else ""
         flag = "-t" if proto == "tcp" else "-u"
         probe = f"{where}ss -Hln {flag} 'sport = :{port}' | grep -q ."
-        lines.append(f"n=0; until {probe}; do n=$((n+1)); [ $n -ge {TRIES} ] && break; {BACKOFF}; done")
+        lines.append(poll(probe, TRIES))
     return "\n".join(["exec 2>/dev/null", *lines, "true"])
 
 

@@ -118,9 +118,9 @@ def test_a_connection_the_engine_closed_is_opened_again(engine):
 def test_no_engine_is_one_sentence_naming_it(tmp_path: Path):
     api = DockerHTTP(f"unix://{tmp_path}/missing.sock", name="second", hint="is it running?")
     with pytest.raises(Unreachable) as away:
-        api.ping()
+        api.version()
     assert away.value.engine == "second" and not away.value.timed_out
     with pytest.raises(EngineError) as said, docker_errors("cannot list the lab containers"):
-        api.ping()
+        api.containers("labbuilder.lab")
     assert str(said.value).startswith("cannot reach the Docker engine second: [Errno 2]")
     assert said.value.hint == "is it running?"
