@@ -273,19 +273,30 @@ def through_agent(script: str) -> str:
     return agent_submit(script) + "\n" + agent_collect()
 
 
+def runs_no_agent(init: str = "/proc/1") -> str:
+    """The shell test that holds when the node's init (process `init`) is not and will not become
+    the agent. The order of the looks matters (CI once met a node "without" an agent): while
+    `runc init` execs the node's init, the kernel swaps the memory `cmdline` is read from, renames
+    the process (`comm`), and only then writes the new command line. So a process still named
+    runc's, or a command line not yet written, is a node starting; only a written command line
+    without the agent is a node without one."""
+    return (
+        f"! grep -qxF 'runc:[2:INIT]' {init}/comm && grep -qa . {init}/cmdline && ! grep -qaF {AGENT} {init}/cmdline"
+    )
+
+
 def agent_submit(script: str) -> str:
     """The first half of `through_agent`: hand the job over (it runs meanwhile). A node whose
     init runs the agent, or is still becoming it (`runc init` execs it a moment after the start
     returns), gets a moment to make its fifo: a node just started is asked at once. The job's
     exit status will come back through the fifo `JOB.rc`, held open here (fd 9)."""
     d = shlex.quote(AGENT_DIR)
-    no_agent = f"! grep -qF {AGENT} /proc/1/cmdline && ! grep -qxF 'runc:[2:INIT]' /proc/1/comm"
     return "\n".join(
         [
             poll(
                 f"[ -p {d}/in ]",
                 AGENT_START,
-                each=f'if {no_agent}; then echo "no {AGENT} runs in this node" >&2; exit {NO_AGENT}; fi',
+                each=f'if {runs_no_agent()}; then echo "no {AGENT} runs in this node" >&2; exit {NO_AGENT}; fi',
                 give_up=f'{{ echo "{AGENT} made no {d}/in in 5 s" >&2; exit 124; }}',
             ),
             f'job={d}/job.$$; rm -f "$job".*; mkfifo "$job.rc"; exec 9<>"$job.rc"',
