@@ -23,28 +23,32 @@ from labbuilder.cli.fleet import engines_option, open_fleet, parallel_option
 from labbuilder.cli.tools import console, user_errors
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from labbuilder.lifecycle.fleet import Fleet, Member
+    from labbuilder.lifecycle.fleet import CheckReport, Fleet, Member
+    from labbuilder.lifecycle.reset import ResetResult
     from labbuilder.present.board import Board, Row
 
 COOKIE = "labbuilder_token"
+ASKED = {"resetting": "a reset", "checking": "a check"}
 
 
 class Watcher:
     """The board's rows, kept fresh by a background thread; actions queue work on a bounded pool."""
 
-    def __init__(self, fleet: Fleet, interval: float, parallel: int):
+    def __init__(self, fleet: Fleet, interval: float, parallel: int, say: Callable[[str], None] = lambda _: None):
         from labbuilder.present.board import Row
 
         self.fleet = fleet
         self.interval = interval
+        self.say = say  # a line for the console: what was asked, what a reset did
         self.lock = threading.Lock()
         self.rows: dict[str, Row] = {}
         self.members: dict[str, Member] = {}
-        self.waiting: dict[str, str] = {}  # lab → the request that waits for its current work
         self.pool = ThreadPoolExecutor(max(1, parallel), thread_name_prefix="board")
         self.stop = threading.Event()
         self._row = Row
@@ -100,21 +104,23 @@ class Watcher:
                 self.rows[lab] = row
             for lab in set(self.rows) - set(members):
                 if self.rows[lab].state != "gone":
-                    self.rows[lab] = replace(self.rows[lab], state="gone", changed=now, busy=None)
+                    self.rows[lab] = replace(self.rows[lab], state="gone", changed=now, busy=None, queued=None)
 
     # -- work --------------------------------------------------------------------------------
-    def request(self, lab: str, what: str) -> bool:
+    def request(self, lab: str, what: str, asked_by: str = "") -> bool:
         """Queue a check ("checking") or a reset then a check ("resetting"); False when the lab is
         unknown. A lab already busy takes the request after its current work (a reset clicked
-        while the background round checks that lab must not be lost); one waiting request per
-        lab, a reset outranking a check."""
+        while the background round checks that lab must not be lost); one queued request per
+        lab, a reset outranking a check. `asked_by`: say so on the console (a person asked)."""
         with self.lock:
             row, member = self.rows.get(lab), self.members.get(lab)
             if row is None or member is None:
                 return False
+            if asked_by:
+                self.say(f"{lab}: {ASKED[what]} asked {asked_by}")
             if row.busy:
-                if self.waiting.get(lab) != "resetting":
-                    self.waiting[lab] = what
+                if row.queued != "resetting":
+                    self.rows[lab] = replace(row, queued=what)
                 return True
             self.rows[lab] = replace(row, busy=what)
         self.pool.submit(self._work, member, what)
@@ -122,28 +128,48 @@ class Watcher:
 
     def _work(self, member: Member, what: str) -> None:
         from labbuilder.lifecycle import fleet as lifecycle
-        from labbuilder.present.board import Cell
 
-        error = None
+        reset_ended, reset_error, report, error = None, None, None, None
         try:
             if what == "resetting":
-                _, error = lifecycle.fleet_reset(self.fleet, [member])[member.lab]
+                result, reset_error = lifecycle.fleet_reset(self.fleet, [member])[member.lab]
+                reset_ended = time.time()
+                self.say(f"{member.lab}: reset failed: {reset_error}" if reset_error else _repaired(member.lab, result))
             report = lifecycle.check_member(self.fleet, member)
         except Exception as err:  # a bug must not kill the board: show it on the lab's row
-            report, error = None, f"{type(err).__name__}: {err}"
-        now = time.time()
+            error = f"{type(err).__name__}: {err}"
+            self.say(f"{member.lab}: {error}")
         with self.lock:
-            row = self.rows[member.lab]
-            if report is not None:
-                cells = tuple(Cell(r.name, r.passed, r.detail) for r in report.results)
-                error = error or report.error
-                picture = [(c.name, c.passed) for c in cells]
-                moved = picture != [(c.name, c.passed) for c in row.checks] or error != row.error
-                row = replace(row, checks=cells, checked=now, changed=now if moved else row.changed)
-            after = self.waiting.pop(member.lab, None)
-            self.rows[member.lab] = replace(row, error=error, busy=after)
+            row = self._checked(self.rows[member.lab], report, error)
+            if reset_ended is not None:
+                row = replace(row, reset=reset_ended, reset_error=reset_error)
+            after = row.queued
+            self.rows[member.lab] = replace(row, busy=after, queued=None)
         if after is not None:
             self.pool.submit(self._work, member, after)
+
+    @staticmethod
+    def _checked(row: Row, report: CheckReport | None, error: str | None) -> Row:
+        """The row with a check's results; `changed` moves only when pass/fail (or the error) did."""
+        from labbuilder.present.board import Cell
+
+        if report is None:
+            return replace(row, error=error)
+        cells = tuple(Cell(r.name, r.passed, r.detail) for r in report.results)
+        error = error or report.error
+        now = time.time()
+        moved = [(c.name, c.passed) for c in cells] != [(c.name, c.passed) for c in row.checks] or error != row.error
+        return replace(row, checks=cells, checked=now, changed=now if moved else row.changed, error=error)
+
+
+def _repaired(lab: str, result: ResetResult | None) -> str:
+    repairs = result.repairs if result else []
+    return f"{lab}: reset: " + (f"{len(repairs)} repaired ({'; '.join(repairs)})" if repairs else "nothing to repair")
+
+
+def log_line(line: str) -> None:
+    """One line of the board's log on the console, timed."""
+    console.print(f"{time.strftime('%H:%M:%S')} {line}", highlight=False, markup=False, soft_wrap=True)
 
 
 def make_app(watcher: Watcher, token: str) -> Starlette:
@@ -178,7 +204,11 @@ def make_app(watcher: Watcher, token: str) -> Starlette:
         lab, action = request.path_params["lab"], request.path_params["action"]
         if lab not in watcher.members:
             return PlainTextResponse(f"no lab {lab} in fleet {watcher.fleet.prefix}", status_code=404)
-        watcher.request(lab, "resetting" if action == "reset" else "checking")
+        watcher.request(
+            lab,
+            "resetting" if action == "reset" else "checking",
+            asked_by=f"from {request.client.host if request.client else 'the board'}",
+        )
         return RedirectResponse("/", status_code=303)
 
     routes = [
@@ -218,7 +248,7 @@ def serve(
     fleet = open_fleet(prefix, engines, parallel)
     fleet.require_members()
     token = token or secrets.token_urlsafe(16)
-    watcher = Watcher(fleet, max(1.0, interval), parallel)
+    watcher = Watcher(fleet, max(1.0, interval), parallel, say=log_line)
     watcher.start()
     shown = f"[{host}]" if ":" in host else host
     console.print(f"board of fleet {fleet.prefix}: http://{shown}:{port}/?token={token}")

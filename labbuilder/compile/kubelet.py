@@ -280,9 +280,7 @@ def runs_no_agent(init: str = "/proc/1") -> str:
     the process (`comm`), and only then writes the new command line. So a process still named
     runc's, or a command line not yet written, is a node starting; only a written command line
     without the agent is a node without one."""
-    return (
-        f"! grep -qxF 'runc:[2:INIT]' {init}/comm && grep -qa . {init}/cmdline && ! grep -qaF {AGENT} {init}/cmdline"
-    )
+    return f"! grep -qxF 'runc:[2:INIT]' {init}/comm && grep -qa . {init}/cmdline && ! grep -qaF {AGENT} {init}/cmdline"
 
 
 def agent_submit(script: str) -> str:

@@ -26,10 +26,13 @@ class Row:
     engine: str
     state: str  # running, stopped, degraded (…), gone
     checks: tuple[Cell, ...] = ()
-    error: str | None = None  # the lab could not be checked, or its last reset failed
+    error: str | None = None  # the lab could not be checked
     checked: float | None = None  # epoch seconds of the last check
     changed: float | None = None  # epoch seconds the pass/fail picture (or the state) last changed
     busy: str | None = None  # "checking", "resetting"
+    queued: str | None = None  # what runs when the current work ends (a click is never lost)
+    reset: float | None = None  # epoch seconds the last reset ended
+    reset_error: str | None = None  # why that reset failed, shown until the next one
 
     @property
     def passed(self) -> bool | None:
@@ -97,6 +100,9 @@ def as_json(board: Board) -> dict[str, Any]:
                 "checked": row.checked,
                 "changed": row.changed,
                 "busy": row.busy,
+                "queued": row.queued,
+                "reset": row.reset,
+                "reset_error": row.reset_error,
                 "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in row.checks],
             }
             for row in board.rows

@@ -19,6 +19,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 import pytest
@@ -158,11 +159,12 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def board(fleet: str) -> Iterator[tuple[str, str]]:
+def board(fleet: str, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     port, token = free_port(), "fleet-test-token"
+    log = tmp_path / "serve.log"  # the board's console: what was asked, what each reset did
     server = subprocess.Popen(
         [*LABBUILDER, "serve", "--fleet", PREFIX, "--port", str(port), "--interval", "2", "--token", token],
-        stdout=subprocess.PIPE,
+        stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         text=True,
     )
@@ -173,14 +175,13 @@ def board(fleet: str) -> Iterator[tuple[str, str]]:
                 urllib.request.urlopen(f"{url}/api/labs", timeout=2)
                 break
             except (urllib.error.URLError, ConnectionError):
-                assert server.poll() is None, server.stdout.read() if server.stdout else ""
+                assert server.poll() is None, log.read_text()
                 time.sleep(0.1)
-        yield url, token
+        yield url, token, log
     finally:
         server.terminate()
         server.wait(timeout=10)
-    printed = server.stdout.read() if server.stdout else ""
-    assert f"{url}/?token={token}" in printed
+    assert f"{url}/?token={token}" in log.read_text()
 
 
 def chrome() -> object:
@@ -213,17 +214,32 @@ def wait_for(what, timeout: float = 60.0, show=lambda: ""):
     raise AssertionError(f"timed out waiting for {what.__doc__ or what}: {show()}")
 
 
-def test_board_in_chromium_resets_a_lab(board: tuple[str, str]):
+def click_reset(driver: Any, lab: str) -> None:
+    """Click the lab's reset button. The page reloads itself every few seconds: a click that meets
+    a reload finds its button gone (the browser raises, no POST is sent), so look again."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
 
-    url, token = board
+    for _ in range(3):
+        try:
+            driver.find_element(By.CSS_SELECTOR, f"#lab-{lab} button[name=reset]").click()
+            return
+        except WebDriverException:  # stale, or not yet in the reloaded page
+            driver.get(driver.current_url)
+    raise AssertionError(f"the reset button of {lab} went stale three times")
+
+
+def test_board_in_chromium_resets_a_lab(board: tuple[str, str, Path]):
+    from selenium.webdriver.common.by import By
+
+    url, token, log = board
     # Without the token: read-only page, and a POST is refused.
     request = urllib.request.Request(f"{url}/labs/fl-01/reset", data=b"", method="POST")
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=5)
     assert refused.value.code == 403
     labs = sorted(fleet_labs())
-    state = lambda: json.dumps(api(url), indent=1)  # noqa: E731
+    state = lambda: json.dumps(api(url), indent=1) + "\nthe board's console:\n" + log.read_text()  # noqa: E731
     wait_for(lambda: sorted(api(url)) == labs and all(lab["passed"] for lab in api(url).values()), show=state)
     dexec("fl-01-router", "ip", "route", "del", "10.200.1.0/24")  # sabotage, then let the board see it
     wait_for(lambda: api(url)["fl-01"]["passed"] is False, show=state)
@@ -241,7 +257,10 @@ def test_board_in_chromium_resets_a_lab(board: tuple[str, str]):
         other = driver.find_element(By.ID, "lab-fl-02")  # type: ignore[attr-defined]
         assert other.get_attribute("data-passed") == "true"
         assert len(other.find_elements(By.CSS_SELECTOR, "td.pass")) == 3
-        row.find_element(By.CSS_SELECTOR, "button[name=reset]").click()
+        click_reset(driver, "fl-01")
+        # The click landed: the page it leads to shows the reset on its way (or done).
+        state_cell = driver.find_element(By.CSS_SELECTOR, "#lab-fl-01 td.state")  # type: ignore[attr-defined]
+        assert "reset" in state_cell.text, state()
 
         def repaired() -> bool:
             """the board shows fl-01 passing again"""
@@ -252,6 +271,8 @@ def test_board_in_chromium_resets_a_lab(board: tuple[str, str]):
     finally:
         driver.quit()  # type: ignore[attr-defined]
     assert "10.200.1.0/24 via 10.240.0.21" in dexec("fl-01-router", "ip", "route")
+    assert "fl-01: a reset asked from 127.0.0.1" in log.read_text()
+    assert "fl-01: reset: 1 repaired (router: route 10.200.1.0/24" in log.read_text()
     assert api(url)["fl-01"]["checks"][2] == {
         "name": "VPC route to worker-1 pods",
         "passed": True,

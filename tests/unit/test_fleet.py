@@ -244,7 +244,7 @@ class FakeWatcher:
     def board(self) -> Board:
         return board()
 
-    def request(self, lab: str, what: str) -> bool:
+    def request(self, lab: str, what: str, asked_by: str = "") -> bool:
         self.requests.append((lab, what))
         return True
 
@@ -279,10 +279,13 @@ def test_a_reset_clicked_while_the_lab_is_checked_runs_after_the_check(monkeypat
     reset waits for that check and then runs; it is never dropped."""
     from labbuilder.cli.serve import Watcher
     from labbuilder.lifecycle import fleet as lifecycle
+    from labbuilder.lifecycle.reset import ResetResult
     from labbuilder.present.board import Row
 
     done: list[str] = []
-    monkeypatch.setattr(lifecycle, "fleet_reset", lambda fleet, members: done.append("reset") or {"fl-01": ([], None)})
+    monkeypatch.setattr(
+        lifecycle, "fleet_reset", lambda fleet, members: done.append("reset") or {"fl-01": (ResetResult([], 1), None)}
+    )
     monkeypatch.setattr(
         lifecycle,
         "check_member",
@@ -293,9 +296,47 @@ def test_a_reset_clicked_while_the_lab_is_checked_runs_after_the_check(monkeypat
     watcher.rows = {"fl-01": Row("fl-01", "local", "running", busy="checking")}  # a round is checking it
     assert watcher.request("fl-01", "resetting")
     assert watcher.request("fl-01", "checking")  # a later round's check does not push the reset out
-    assert watcher.waiting == {"fl-01": "resetting"}
+    assert watcher.rows["fl-01"].queued == "resetting"
+    assert "checking…, then resetting" in render_html(watcher.board(), can_act=True)
     watcher._work(watcher.members["fl-01"], "checking")  # the round's check ends: the reset follows
     watcher.pool.shutdown(wait=True)
     assert done == ["check", "reset", "check"]
-    assert watcher.rows["fl-01"].busy is None and watcher.waiting == {}
+    row = watcher.rows["fl-01"]
+    assert row.busy is None and row.queued is None and row.reset is not None and row.reset_error is None
     assert not watcher.request("fl-09", "checking")  # an unknown lab
+
+
+def test_a_failed_reset_stays_on_the_row_until_the_next_reset_and_the_console_says_why(monkeypatch):
+    """The background round re-checks every few seconds: a reset's failure must not vanish with
+    the next check, and the instructor's console logs who asked for what and how it went."""
+    from labbuilder.cli.serve import Watcher
+    from labbuilder.lifecycle import fleet as lifecycle
+    from labbuilder.lifecycle.diff import Difference
+    from labbuilder.lifecycle.reset import ResetResult
+    from labbuilder.present.board import Row
+
+    route = Difference("router", "route", "route 10.200.1.0/24 via 10.240.0.21", "missing")
+    outcomes = iter([(None, "lab fl-01 is busy: `labbuilder up` (pid 42) holds it"), (ResetResult([route], 1), None)])
+    monkeypatch.setattr(lifecycle, "fleet_reset", lambda fleet, members: {"fl-01": next(outcomes)})
+    monkeypatch.setattr(lifecycle, "check_member", lambda *_: lifecycle.CheckReport("fl-01", "local", ()))
+    said: list[str] = []
+    watcher = Watcher(type("F", (), {"prefix": "fl"})(), interval=30, parallel=1, say=said.append)  # type: ignore[arg-type]
+    member = lifecycle.Member("fl-01", "local", "fl", 3, 3)
+    watcher.members = {"fl-01": member}
+    watcher.rows = {"fl-01": Row("fl-01", "local", "running")}
+
+    def run(what: str, asked_by: str = "") -> Row:
+        assert watcher.request("fl-01", what, asked_by)
+        watcher.pool.submit(lambda: None).result()  # the pool has one worker: the work is done
+        return watcher.rows["fl-01"]
+
+    failed = run("resetting", asked_by="from 127.0.0.1")
+    assert failed.reset_error is not None and "busy" in failed.reset_error and failed.busy is None
+    assert run("checking").reset_error == failed.reset_error  # a later check keeps it
+    page = render_html(watcher.board(), can_act=True)
+    assert "reset failed: lab fl-01 is busy" in page
+    assert said == ["fl-01: a reset asked from 127.0.0.1", f"fl-01: reset failed: {failed.reset_error}"]
+    mended = run("resetting")
+    assert mended.reset_error is None and mended.reset is not None and mended.reset > failed.reset
+    assert said[-1] == f"fl-01: reset: 1 repaired ({route.repair})"
+    assert "reset 0 s ago" in render_html(watcher.board(), can_act=True)
