@@ -259,8 +259,9 @@ def test_board_in_chromium_resets_a_lab(board: tuple[str, str, Path]):
         assert len(other.find_elements(By.CSS_SELECTOR, "td.pass")) == 3
         click_reset(driver, "fl-01")
         # The click landed: the page it leads to shows the reset on its way (or done).
-        state_cell = driver.find_element(By.CSS_SELECTOR, "#lab-fl-01 td.state")  # type: ignore[attr-defined]
-        assert "reset" in state_cell.text, state()
+        cells = driver.find_elements(By.CSS_SELECTOR, "#lab-fl-01 td.state")  # type: ignore[attr-defined]
+        shown = driver.find_element(By.TAG_NAME, "body").text  # type: ignore[attr-defined]
+        assert cells and "reset" in cells[0].text, f"after the click the browser shows:\n{shown}\n{state()}"
 
         def repaired() -> bool:
             """the board shows fl-01 passing again"""
