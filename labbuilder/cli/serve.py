@@ -116,14 +116,14 @@ class Watcher:
             row, member = self.rows.get(lab), self.members.get(lab)
             if row is None or member is None:
                 return False
-            if asked_by:
-                self.say(f"{lab}: {ASKED[what]} asked {asked_by}")
-            if row.busy:
-                if row.queued != "resetting":
-                    self.rows[lab] = replace(row, queued=what)
-                return True
-            self.rows[lab] = replace(row, busy=what)
-        self.pool.submit(self._work, member, what)
+            if not row.busy:
+                self.rows[lab] = replace(row, busy=what)
+            elif row.queued != "resetting":
+                self.rows[lab] = replace(row, queued=what)
+        if asked_by:
+            self.say(f"{lab}: {ASKED[what]} asked {asked_by}")
+        if not row.busy:
+            self.pool.submit(self._work, member, what)
         return True
 
     def _work(self, member: Member, what: str) -> None:
