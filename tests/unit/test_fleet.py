@@ -339,4 +339,4 @@ def test_a_failed_reset_stays_on_the_row_until_the_next_reset_and_the_console_sa
     mended = run("resetting")
     assert mended.reset_error is None and mended.reset is not None and mended.reset > failed.reset
     assert said[-1] == f"fl-01: reset: 1 repaired ({route.repair})"
-    assert "reset 0 s ago" in render_html(watcher.board(), can_act=True)
+    assert "reset 12 s ago" in render_html(watcher.board(), can_act=True, now=mended.reset + 12)
