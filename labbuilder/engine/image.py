@@ -1,5 +1,8 @@
 """The node image: Debian bookworm with the network tools, `/pause` and the pod server.
 
+`/pause` is templates/node/pause.x86_64 (written by pause.py there: a ≈36 KB sandbox process where
+a copy of `sleep` took ≈140 KB per pod); on other machines, a copy of coreutils `sleep`.
+
 Two ways to build the same contents (recipe files in templates/node/):
 - "mmdebstrap" (default, needs no registry): `mmdebstrap --variant=minbase bookworm` writes a
   root filesystem tarball, which is imported with the Docker import API (`docker import`).
@@ -58,9 +61,14 @@ IMPORT_CHANGES = (
     f"LABEL {IMAGE_LABEL}=node",
 )
 
-# Files of templates/node/ installed as programs (both build paths): the pod server, and the
-# node's main process that starts what labbuilder hands it (agent.sh; see compile/kubelet.py).
-PROGRAMS = {"podserver.py": "/usr/local/bin/podserver", "agent.sh": "/usr/local/bin/labbuilder-agent"}
+# Files of templates/node/ installed as programs (both build paths): the pod server, the node's
+# main process that starts what labbuilder hands it (agent.sh; see compile/kubelet.py), and the
+# pods' sandbox process (replaced by a copy of `sleep` where the machine is not x86-64).
+PROGRAMS = {
+    "podserver.py": "/usr/local/bin/podserver",
+    "agent.sh": "/usr/local/bin/labbuilder-agent",
+    "pause.x86_64": "/pause",
+}
 
 BuildMethod = Literal["auto", "mmdebstrap", "dockerfile"]
 Progress = Callable[[str], None]
@@ -94,6 +102,7 @@ class Recipe:
     podserver: str
     agent: str
     dockerfile: str
+    pause: str  # pause.x86_64, in hex
     version: str = RECIPE_VERSION
     suite: str = SUITE
     dpkg_options: tuple[str, ...] = DPKG_OPTIONS
@@ -115,6 +124,7 @@ def load_recipe() -> Recipe:
         podserver=(folder / "podserver.py").read_text(),
         agent=(folder / "agent.sh").read_text(),
         dockerfile=(folder / "Dockerfile").read_text(),
+        pause=(folder / "pause.x86_64").read_bytes().hex(),
     )
 
 
@@ -165,7 +175,7 @@ def mmdebstrap_command(recipe: Recipe, target: str, staged: str) -> list[str]:
     cmd += [f"--customize-hook=upload {staged}/{source} {path}" for source, path in PROGRAMS.items()]
     modes = " ".join(f'"$1{path}"' for path in PROGRAMS.values())
     cmd += [
-        f'--customize-hook=chmod 0755 {modes} && cp "$1/usr/bin/sleep" "$1/pause"',
+        f'--customize-hook=chmod 0755 {modes} && {{ [ "$(uname -m)" = x86_64 ] || cp "$1/usr/bin/sleep" "$1/pause"; }}',
         recipe.suite,
         target,
     ]

@@ -98,6 +98,16 @@ def test_bridge_lists_the_pod_veths_and_peers_match(kthw):
 def test_pause_processes_hold_the_pod_namespaces(kthw):
     lsns = dexec("kthw-worker-0", "lsns", "-t", "net", "-o", "COMMAND", "--noheadings")
     assert lsns.count("/pause infinity") == len(pods_on("worker-0"))
+    # Each costs a few pages of its own (a copy of `sleep` cost ≈140 KB: bench/bench_scale.py).
+    costs = dexec(
+        "kthw-worker-0",
+        "sh",
+        "-c",
+        "for p in $(pgrep -x pause); do echo $(awk '/^Private_Dirty/ {print $2}' /proc/$p/smaps_rollup)"
+        " $(awk '/^VmPTE/ {print $2}' /proc/$p/status); done",
+    )
+    pairs = [tuple(int(kb) for kb in line.split()) for line in costs.splitlines()]
+    assert len(pairs) == len(pods_on("worker-0")) and all(private + tables <= 48 for private, tables in pairs), pairs
 
 
 def test_pod_on_worker_0_pings_pod_on_worker_2_and_is_snated(kthw):

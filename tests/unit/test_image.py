@@ -46,6 +46,7 @@ def test_tag_is_deterministic_and_shaped() -> None:
         podserver=PODSERVER.read_text(),
         agent=(image.template_dir() / "agent.sh").read_text(),
         dockerfile=(image.template_dir() / "Dockerfile").read_text(),
+        pause=(image.template_dir() / "pause.x86_64").read_bytes().hex(),
     )
     assert fresh.tag() == tag
     assert tag.endswith(fresh.digest()[:12])
@@ -59,6 +60,7 @@ def test_tag_changes_when_the_recipe_changes() -> None:
         dataclasses.replace(recipe, podserver=recipe.podserver + "\n# changed\n"),
         dataclasses.replace(recipe, agent=recipe.agent + "\n# changed\n"),
         dataclasses.replace(recipe, dockerfile=recipe.dockerfile + "\n# changed\n"),
+        dataclasses.replace(recipe, pause=recipe.pause + "90"),
         dataclasses.replace(recipe, version=recipe.version + ".1"),
         dataclasses.replace(recipe, suite="trixie"),
         dataclasses.replace(recipe, import_changes=(*recipe.import_changes, "WORKDIR /root")),
@@ -73,6 +75,37 @@ def test_package_list_has_the_required_tools() -> None:
     assert len(packages) == len(set(packages))
 
 
+def test_the_pause_binary_is_what_pause_py_writes() -> None:
+    written = subprocess.run([sys.executable, str(image.template_dir() / "pause.py")], capture_output=True, check=True)
+    assert written.stdout == (image.template_dir() / "pause.x86_64").read_bytes()
+    assert written.stdout[:4] == b"\x7fELF" and len(written.stdout) < 256
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="pause.x86_64 is the x86-64 sandbox process")
+def test_pause_waits_until_a_signal_ends_it_and_costs_little(tmp_path: Path) -> None:
+    """Run as a pod's sandbox runs it (`/pause infinity`): it waits, asleep, with a few pages of
+    its own (a copy of `sleep` has ≈100 KB of private pages and ≈40 KB of page tables), and the
+    default action of SIGTERM ends it."""
+    program = tmp_path / "pause"
+    program.write_bytes((image.template_dir() / "pause.x86_64").read_bytes())
+    program.chmod(0o755)
+    process = subprocess.Popen([str(program), "infinity"])
+    try:
+        time.sleep(0.2)
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        assert process.poll() is None and "State:\tS (sleeping)" in status
+        rollup = Path(f"/proc/{process.pid}/smaps_rollup").read_text()
+        private = int(re.search(r"Private_Dirty:\s+(\d+) kB", rollup).group(1))  # type: ignore[union-attr]
+        tables = int(re.search(r"VmPTE:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
+        assert private + tables <= 48, (private, tables)
+        process.send_signal(signal.SIGCONT)  # a signal it does not act on: it waits on
+        time.sleep(0.1)
+        assert process.poll() is None
+    finally:
+        process.terminate()
+    assert process.wait(timeout=5) == -signal.SIGTERM
+
+
 def test_parse_packages_skips_comments_and_blanks() -> None:
     assert image.parse_packages("# head\n\na  # why\n b\n#c\n") == ("a", "b")
 
@@ -82,7 +115,7 @@ def test_dockerfile_uses_the_same_recipe_files() -> None:
     assert "FROM debian:bookworm-slim" in text
     assert "packages.txt" in text and "podserver.py /usr/local/bin/podserver" in text
     assert "agent.sh /usr/local/bin/labbuilder-agent" in text
-    assert "/pause" in text and 'CMD ["/pause", "infinity"]' in text
+    assert "COPY pause.x86_64 /pause" in text and 'CMD ["/pause", "infinity"]' in text
     assert "labbuilder.image=node" in text
 
 
@@ -95,7 +128,8 @@ def test_mmdebstrap_command(monkeypatch: pytest.MonkeyPatch) -> None:
     assert set(include.removeprefix("--include=").split(",")) == set(recipe.packages)
     assert "--customize-hook=upload /t/podserver.py /usr/local/bin/podserver" in cmd
     assert "--customize-hook=upload /t/agent.sh /usr/local/bin/labbuilder-agent" in cmd
-    assert any('"$1/pause"' in a and "sleep" in a for a in cmd)
+    assert "--customize-hook=upload /t/pause.x86_64 /pause" in cmd
+    assert any('"$1/pause"' in a and "x86_64 ] || cp" in a and "sleep" in a for a in cmd)  # elsewhere: sleep
     assert cmd[-2:] == ["bookworm", "/t/rootfs.tar"]
     monkeypatch.setenv("LABBUILDER_DEBIAN_MIRROR", "http://mirror.example/debian")
     assert image.mmdebstrap_command(recipe, "/t/rootfs.tar", "/t/p")[-1] == "http://mirror.example/debian"

@@ -37,6 +37,7 @@ def test_wheel_install_works_outside_the_checkout(tmp_path: Path):
         "schemas/lab.schema.json",
         "templates/graph.html.j2",
         "templates/node/podserver.py",
+        "templates/node/pause.x86_64",
         "labs/kthw.yaml",
     ):
         assert (package / shipped).is_file(), shipped
