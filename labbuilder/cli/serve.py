@@ -116,13 +116,14 @@ class Watcher:
             row, member = self.rows.get(lab), self.members.get(lab)
             if row is None or member is None:
                 return False
-            if not row.busy:
+            start = not row.busy
+            if start:
                 self.rows[lab] = replace(row, busy=what)
             elif row.queued != "resetting":
                 self.rows[lab] = replace(row, queued=what)
         if asked_by:
             self.say(f"{lab}: {ASKED[what]} asked {asked_by}")
-        if not row.busy:
+        if start:
             self.pool.submit(self._work, member, what)
         return True
 
@@ -140,7 +141,8 @@ class Watcher:
             error = f"{type(err).__name__}: {err}"
             self.say(f"{member.lab}: {error}")
         with self.lock:
-            row = self._checked(self.rows[member.lab], report, error)
+            row = self.rows[member.lab]
+            row = self._checked(row, report) if report is not None else replace(row, error=error)
             if reset_ended is not None:
                 row = replace(row, reset=reset_ended, reset_error=reset_error)
             after = row.queued
@@ -149,15 +151,12 @@ class Watcher:
             self.pool.submit(self._work, member, after)
 
     @staticmethod
-    def _checked(row: Row, report: CheckReport | None, error: str | None) -> Row:
+    def _checked(row: Row, report: CheckReport) -> Row:
         """The row with a check's results; `changed` moves only when pass/fail (or the error) did."""
         from labbuilder.present.board import Cell
 
-        if report is None:
-            return replace(row, error=error)
         cells = tuple(Cell(r.name, r.passed, r.detail) for r in report.results)
-        error = error or report.error
-        now = time.time()
+        now, error = time.time(), report.error
         moved = [(c.name, c.passed) for c in cells] != [(c.name, c.passed) for c in row.checks] or error != row.error
         return replace(row, checks=cells, checked=now, changed=now if moved else row.changed, error=error)
 
